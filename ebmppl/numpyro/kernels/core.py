@@ -1,0 +1,304 @@
+"""Functional core of flow-assisted MCMC on a batch of walkers.
+
+:func:`init` builds the state from positions; :func:`step` runs one
+iteration: a global i-SIR move with the flow (once it has been fitted), then
+local HMC/MALA moves, then, during warm-up, step-size adaptation, storage of
+the states in the training window and, at the scheduled iterations, a flow
+fit. The state and the target are explicit; nothing is stored elsewhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from numpyro.infer.hmc_util import dual_averaging
+
+from ebmppl.numpyro.flows import (
+    Whitening,
+    fit_flow,
+    fit_whitening,
+    proposal_log_prob,
+    proposal_sample_and_log_prob,
+)
+from ebmppl.numpyro.kernels.isir import isir_step
+from ebmppl.numpyro.kernels.local import LocalState, hmc_step
+from ebmppl.numpyro.kernels.schedule import WarmupSchedule
+
+__all__ = ["AdaptState", "Config", "CoreState", "FlowState", "Target", "init", "step"]
+
+_da_init, _da_update = dual_averaging()
+
+
+def _da_start(step_size) -> tuple:
+    """Dual averaging started near ``step_size``, every leaf a float32 array
+    (a weakly-typed Python number in a carried state would force recompiles)."""
+    return tuple(jnp.asarray(a, jnp.float32) for a in _da_init(jnp.log(10.0 * step_size)))
+
+
+class Target(NamedTuple):
+    """The log density of the walkers, batched over a leading axis.
+
+    Attributes:
+        logdensity: ``(n, D) -> (n,)``.
+        logdensity_and_grad: ``(n, D) -> ((n,), (n, D))``.
+    """
+
+    logdensity: Callable
+    logdensity_and_grad: Callable
+
+
+class Config(NamedTuple):
+    """Static settings of one run (hashable; changes recompile).
+
+    Attributes:
+        num_warmup: warm-up iterations.
+        num_local_steps: local moves per iteration.
+        num_leapfrog: leapfrog steps per local move (1 is MALA).
+        num_particles: i-SIR candidates per walker (2 is independent MH).
+        target_accept_prob: local acceptance aimed at by step-size adaptation.
+        schedule: the warm-up schedule.
+    """
+
+    num_warmup: int
+    num_local_steps: int
+    num_leapfrog: int
+    num_particles: int
+    target_accept_prob: float
+    schedule: WarmupSchedule
+
+
+class FlowState(NamedTuple):
+    """The proposal: trainable flow parameters and the whitening they act in.
+
+    Attributes:
+        params: trainable arrays of the flow (combined with a static part).
+        whitening: the affine map from whitened to latent coordinates.
+        ready: whether global moves are made (false until the first fit of a
+            flow built by ebmppl).
+    """
+
+    params: Any
+    whitening: Whitening
+    ready: jax.Array
+
+
+class AdaptState(NamedTuple):
+    """Warm-up bookkeeping.
+
+    Attributes:
+        dual_averaging: NumPyro's dual-averaging state for ``log(step_size)``.
+        window: shape ``(W, C, D)``, the last ``W`` iterations' positions.
+        fresh_params: initial parameters for fresh restarts, shape
+            ``(num_fits, restarts, ...)`` per leaf.
+        num_fits: fits done so far.
+        fit_losses: shape ``(restarts + 1,)``, the last fit's candidate losses
+            (warm start first); NaN before the first fit.
+    """
+
+    dual_averaging: tuple
+    window: jax.Array
+    fresh_params: Any
+    num_fits: jax.Array
+    fit_losses: jax.Array
+
+
+class CoreState(NamedTuple):
+    """Walkers and everything the next iteration needs.
+
+    Attributes:
+        i: iterations done.
+        position: shape ``(C, D)``, unconstrained walkers, flattened.
+        logdensity, grad: target log density and gradient at ``position``.
+        step_size: shape ``(C,)``, the local step size (equal for all walkers).
+        accept_prob: shape ``(C,)``, mean acceptance probability of the
+            iteration's moves (global and local).
+        local_accept_prob: shape ``(C,)``, mean acceptance of the local moves.
+        global_accept_prob: shape ``(C,)``, probability that the global move
+            left the current state (0 when none was made).
+        num_nonfinite: shape ``(C,)``, running count of proposals rejected
+            because the target's log density was not finite there.
+        flow: the :class:`FlowState`.
+        adapt: the :class:`AdaptState`.
+    """
+
+    i: jax.Array
+    position: jax.Array
+    logdensity: jax.Array
+    grad: jax.Array
+    step_size: jax.Array
+    accept_prob: jax.Array
+    local_accept_prob: jax.Array
+    global_accept_prob: jax.Array
+    num_nonfinite: jax.Array
+    flow: FlowState
+    adapt: AdaptState
+
+
+def init(
+    position: jax.Array,
+    target: Target,
+    flow_params: Any,
+    fresh_params: Any,
+    config: Config,
+    step_size: float,
+    flow_ready: bool,
+) -> CoreState:
+    """The state of walkers at ``position`` (shape ``(C, D)``)."""
+    num_walkers, dim = position.shape
+    logdensity, grad = target.logdensity_and_grad(position)
+    zeros = jnp.zeros(num_walkers)
+    restarts = config.schedule.fresh_restarts
+    adapt = AdaptState(
+        dual_averaging=_da_start(step_size),
+        window=jnp.zeros((config.schedule.window, num_walkers, dim), position.dtype),
+        fresh_params=fresh_params,
+        num_fits=jnp.zeros((), jnp.int32),
+        fit_losses=jnp.full((restarts + 1,), jnp.nan),
+    )
+    flow = FlowState(flow_params, _identity(dim, position.dtype), jnp.asarray(flow_ready))
+    return CoreState(
+        i=jnp.zeros((), jnp.int32),
+        position=position,
+        logdensity=logdensity,
+        grad=grad,
+        step_size=jnp.full(num_walkers, step_size, position.dtype),
+        accept_prob=zeros,
+        local_accept_prob=zeros,
+        global_accept_prob=zeros,
+        num_nonfinite=jnp.zeros(num_walkers, jnp.int32),
+        flow=flow,
+        adapt=adapt,
+    )
+
+
+def _identity(dim, dtype):
+    eye = jnp.eye(dim, dtype=dtype)
+    return Whitening(jnp.zeros(dim, dtype), eye, eye, jnp.zeros((), dtype))
+
+
+def _global_move(key, state: CoreState, target: Target, flow_static, config: Config):
+    flow = eqx.combine(state.flow.params, flow_static)
+    whitening = state.flow.whitening
+
+    def move(_):
+        position, info = isir_step(
+            key,
+            state.position,
+            state.logdensity,
+            target.logdensity,
+            lambda k, shape: proposal_sample_and_log_prob(flow, whitening, k, shape),
+            lambda x: proposal_log_prob(flow, whitening, x),
+            config.num_particles,
+        )
+        logdensity, grad = target.logdensity_and_grad(position)
+        return LocalState(position, logdensity, grad), info.accept_prob, info.num_nonfinite
+
+    def skip(_):
+        zeros = jnp.zeros_like(state.logdensity)
+        local = LocalState(state.position, state.logdensity, state.grad)
+        return local, zeros, jnp.zeros_like(state.num_nonfinite)
+
+    return jax.lax.cond(state.flow.ready, move, skip, None)
+
+
+def _fit(key, state: CoreState, flow_static, config: Config) -> tuple[FlowState, jax.Array]:
+    schedule = config.schedule
+    points = state.adapt.window.reshape(-1, state.position.shape[-1])
+    whitening = fit_whitening(points)
+    whitened = (points - whitening.loc) @ whitening.inverse.T
+    fresh = jax.tree.map(lambda leaf: leaf[state.adapt.num_fits], state.adapt.fresh_params)
+    candidates = jax.tree.map(
+        lambda warm, new: jnp.concatenate([warm[None], new]), state.flow.params, fresh
+    )
+    params, losses = fit_flow(
+        key,
+        candidates,
+        flow_static,
+        whitened,
+        num_steps=schedule.fit_steps,
+        batch_size=schedule.batch_size,
+        learning_rate=schedule.learning_rate,
+    )
+    return FlowState(params, whitening, jnp.asarray(True)), losses
+
+
+def step(key: jax.Array, state: CoreState, target: Target, flow_static, config: Config) -> CoreState:
+    """One iteration of flow-assisted MCMC (see the module docstring).
+
+    Args:
+        key: JAX key.
+        state: the current :class:`CoreState`.
+        target: the batched log density.
+        flow_static: the static part of the flow.
+        config: static settings.
+
+    Returns:
+        The next :class:`CoreState`.
+    """
+    global_key, local_key, fit_key = jax.random.split(key, 3)
+    walkers, global_accept, nonfinite = _global_move(global_key, state, target, flow_static, config)
+
+    def local(carry, local_step_key):
+        walkers, nonfinite = carry
+        walkers, info = hmc_step(
+            local_step_key, walkers, target.logdensity_and_grad, state.step_size, config.num_leapfrog
+        )
+        return (walkers, nonfinite + info.num_nonfinite), info.accept_prob
+
+    (walkers, nonfinite), local_accepts = jax.lax.scan(
+        local, (walkers, nonfinite), jax.random.split(local_key, config.num_local_steps)
+    )
+    local_accept = local_accepts.mean(0)
+    num_moves = config.num_local_steps + state.flow.ready.astype(local_accept.dtype)
+    accept = (local_accepts.sum(0) + global_accept) / num_moves
+
+    state = state._replace(
+        i=state.i + 1,
+        position=walkers.position,
+        logdensity=walkers.logdensity,
+        grad=walkers.grad,
+        accept_prob=accept,
+        local_accept_prob=local_accept,
+        global_accept_prob=global_accept,
+        num_nonfinite=state.num_nonfinite + nonfinite,
+    )
+    if config.num_warmup == 0:
+        return state
+    return jax.lax.cond(
+        state.i <= config.num_warmup,
+        lambda s: _adapt(fit_key, s, flow_static, config),
+        lambda s: s,
+        state,
+    )
+
+
+def _adapt(key, state: CoreState, flow_static, config: Config) -> CoreState:
+    """Warm-up only: step size, training window, scheduled flow fits."""
+    it = state.i - 1  # the iteration just done
+    error = config.target_accept_prob - jnp.mean(state.local_accept_prob)
+    da = tuple(jnp.asarray(a, jnp.float32) for a in _da_update(error, state.adapt.dual_averaging))
+    last = it == config.num_warmup - 1
+    log_step = jnp.where(last, da[1], da[0])
+    step_size = jnp.full_like(state.step_size, jnp.exp(log_step))
+    schedule = config.schedule
+    window = state.adapt.window.at[it % schedule.window].set(state.position)
+    adapt = state.adapt._replace(dual_averaging=da, window=window)
+    state = state._replace(step_size=step_size, adapt=adapt)
+    if not schedule.fit_iterations:
+        return state
+    is_fit = jnp.any(it == jnp.asarray(schedule.fit_iterations))
+
+    def do_fit(s: CoreState) -> CoreState:
+        flow, losses = _fit(key, s, flow_static, config)
+        adapt = s.adapt._replace(
+            # Step-size adaptation restarts: the walkers' distribution just changed.
+            dual_averaging=_da_start(s.step_size[0]),
+            num_fits=s.adapt.num_fits + 1,
+            fit_losses=losses,
+        )
+        return s._replace(flow=flow, adapt=adapt)
+
+    return jax.lax.cond(is_fit, do_fit, lambda s: s, state)

@@ -1,0 +1,313 @@
+"""``FlowMCMC``: NumPyro's ``MCMCKernel`` interface over :mod:`ebmppl.numpyro.kernels.core`."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+from numpyro.infer.initialization import init_to_uniform
+from numpyro.infer.mcmc import MCMCKernel
+from numpyro.infer.util import initialize_model
+from numpyro.util import identity, is_prng_key
+
+from ebmppl.numpyro.flows import check_flow, default_flow, partition_flow
+from ebmppl.numpyro.kernels import core
+from ebmppl.numpyro.kernels.schedule import WarmupSchedule
+
+__all__ = ["FlowMCMC", "FlowMCMCState"]
+
+
+class FlowMCMCState(NamedTuple):
+    """What NumPyro's ``MCMC`` carries between iterations (leading axis: chains).
+
+    Attributes:
+        z: the walkers in the unconstrained space, as the model's pytree.
+        potential_energy: shape ``(C,)``, ``-log density`` at ``z``.
+        accept_prob: shape ``(C,)``, mean acceptance probability of the
+            iteration's moves.
+        global_accept_prob: shape ``(C,)``, probability that the flow move
+            left the current state (0 before the flow is fitted).
+        local_accept_prob: shape ``(C,)``, mean acceptance of the local moves.
+        step_size: shape ``(C,)``, the local step size.
+        num_nonfinite: shape ``(C,)``, running count of rejected proposals
+            with a non-finite energy.
+        core: the full :class:`~ebmppl.numpyro.kernels.core.CoreState`.
+        rng_key: one JAX key shared by the ensemble.
+    """
+
+    z: Any
+    potential_energy: jax.Array
+    accept_prob: jax.Array
+    global_accept_prob: jax.Array
+    local_accept_prob: jax.Array
+    step_size: jax.Array
+    num_nonfinite: jax.Array
+    core: core.CoreState
+    rng_key: jax.Array
+
+
+class FlowMCMC(MCMCKernel):
+    """Flow-assisted MCMC: local MALA/HMC moves plus global moves from a normalizing flow.
+
+    An ensemble kernel: all chains advance together and share one flow, which
+    is fitted by forward KL to the recent states of every chain during
+    warm-up (see :class:`WarmupSchedule`) and frozen afterwards. Each
+    iteration makes one global i-SIR move with ``num_particles`` candidates
+    (independent Metropolis-Hastings when ``num_particles=2``), then
+    ``num_local_steps`` MALA moves (HMC with ``local_kernel="hmc"``) whose
+    step size is adapted during warm-up. It works on the unconstrained
+    latent space of any model and reports draws in the constrained space.
+
+    Run it with ``MCMC(kernel, ..., num_chains=C, chain_method="vectorized")``,
+    ``C >= 2``; 20 to 100 chains suit most targets.
+
+    Args:
+        model: a NumPyro model (exactly one of ``model``, ``potential_fn``).
+        potential_fn: potential energy (negative log density) of one chain's
+            unconstrained parameters; then ``init_params`` must be given to
+            ``MCMC.run``, with a leading axis of size ``num_chains``.
+        flow: the proposal: ``None`` for :func:`~ebmppl.numpyro.flows.default_flow`
+            (a rational-quadratic spline coupling flow), a factory
+            ``(key, dim) -> flow``, or a flowjax distribution of shape ``(D,)``
+            with an exact inverse. A flow instance is used as given (on
+            whitened coordinates once refitted) from the first iteration;
+            fresh restarts need a factory.
+        num_particles: i-SIR candidates per chain, the current state included.
+        num_local_steps: local moves per iteration.
+        local_kernel: ``"mala"`` or ``"hmc"``.
+        num_leapfrog: leapfrog steps per HMC move (1 for MALA).
+        step_size: initial local step size.
+        target_accept_prob: local acceptance that step-size adaptation aims at.
+        schedule: the :class:`WarmupSchedule`; ``None`` for
+            ``WarmupSchedule.default(num_warmup)``.
+        init_strategy: NumPyro init strategy when ``model`` is given.
+
+    Example:
+        >>> import jax, numpyro, numpyro.distributions as dist
+        >>> from numpyro.infer import MCMC
+        >>> from ebmppl.numpyro import FlowMCMC
+        >>> def model():
+        ...     numpyro.sample("x", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+        >>> mcmc = MCMC(FlowMCMC(model), num_warmup=100, num_samples=50, num_chains=8,
+        ...             chain_method="vectorized", progress_bar=False)
+        >>> mcmc.run(jax.random.key(0))
+        >>> mcmc.get_samples()["x"].shape
+        (400, 2)
+    """
+
+    def __init__(
+        self,
+        model: Callable | None = None,
+        *,
+        potential_fn: Callable | None = None,
+        flow: Any = None,
+        num_particles: int = 8,
+        num_local_steps: int = 3,
+        local_kernel: str = "mala",
+        num_leapfrog: int | None = None,
+        step_size: float = 0.1,
+        target_accept_prob: float = 0.65,
+        schedule: WarmupSchedule | None = None,
+        init_strategy: Callable = init_to_uniform,
+    ):
+        if (model is None) == (potential_fn is None):
+            raise ValueError("FlowMCMC needs exactly one of `model` and `potential_fn`")
+        if local_kernel not in ("mala", "hmc"):
+            raise ValueError(f"local_kernel must be 'mala' or 'hmc', got {local_kernel!r}")
+        if num_leapfrog is None:
+            num_leapfrog = 1 if local_kernel == "mala" else 8
+        if local_kernel == "mala" and num_leapfrog != 1:
+            raise ValueError("MALA makes one leapfrog step: use local_kernel='hmc' for more")
+        if num_particles < 2 or num_local_steps < 0 or num_leapfrog < 1 or step_size <= 0:
+            raise ValueError(
+                "need num_particles >= 2, num_local_steps >= 0, num_leapfrog >= 1, step_size > 0; "
+                f"got {num_particles}, {num_local_steps}, {num_leapfrog}, {step_size}"
+            )
+        if not 0.0 < target_accept_prob < 1.0:
+            raise ValueError(f"target_accept_prob must lie in (0, 1), got {target_accept_prob}")
+        self._model = model
+        self._potential_fn = potential_fn
+        self._flow = flow
+        self._num_particles = num_particles
+        self._num_local_steps = num_local_steps
+        self._num_leapfrog = num_leapfrog
+        self._step_size = float(step_size)
+        self._target_accept_prob = float(target_accept_prob)
+        self._schedule = schedule
+        self._init_strategy = init_strategy
+        self._postprocess_fn = None
+        self._sample_fn = None
+
+    # --- what NumPyro's MCMC reads -------------------------------------------------
+    @property
+    def model(self):
+        return self._model
+
+    @property
+    def sample_field(self):
+        return "z"
+
+    @property
+    def default_fields(self):
+        return ("z", "accept_prob", "potential_energy", "global_accept_prob", "local_accept_prob")
+
+    @property
+    def is_ensemble_kernel(self):
+        return True
+
+    @property
+    def schedule(self) -> WarmupSchedule | None:
+        """The warm-up schedule in use (known once ``init`` has seen ``num_warmup``)."""
+        return self._schedule
+
+    def get_diagnostics_str(self, state: FlowMCMCState) -> str:
+        return "global acc. {:.2f}, local acc. {:.2f}, step {:.2e}".format(
+            float(jnp.mean(state.global_accept_prob)),
+            float(jnp.mean(state.local_accept_prob)),
+            float(state.step_size[0]),
+        )
+
+    def postprocess_fn(self, args, kwargs):
+        if self._postprocess_fn is None:
+            return identity
+        return self._postprocess_fn(*args, **kwargs)
+
+    # --- init / sample ---------------------------------------------------------------
+    def init(self, rng_key, num_warmup, init_params=None, model_args=(), model_kwargs={}):
+        if rng_key is None or is_prng_key(rng_key):
+            raise ValueError(
+                "FlowMCMC is an ensemble kernel: run it with "
+                "MCMC(kernel, ..., num_chains=C, chain_method='vectorized') and C >= 2 "
+                "(it got a single chain, or chain_method 'sequential'/'parallel')"
+            )
+        num_chains = rng_key.shape[0]
+        key, init_key, flow_key = jax.random.split(rng_key[0], 3)
+        init_params = self._initial_params(init_key, num_chains, init_params, model_args, model_kwargs)
+        _, unravel = ravel_pytree(jax.tree.map(lambda leaf: leaf[0], init_params))
+        position = jax.vmap(lambda params: ravel_pytree(params)[0])(init_params)
+        position = jnp.asarray(position, jnp.result_type(float))
+        dim = position.shape[1]
+
+        potential_fn = self._potential_fn
+
+        def logdensity(x):
+            value = -potential_fn(unravel(x))
+            if jnp.shape(value) != ():
+                raise ValueError(
+                    f"the potential must return a scalar per chain, got shape {jnp.shape(value)}"
+                )
+            return value
+
+        value_and_grad = jax.value_and_grad(logdensity)
+        target = core.Target(jax.vmap(logdensity), jax.vmap(value_and_grad))
+
+        schedule = WarmupSchedule.default(num_warmup) if self._schedule is None else self._schedule
+        schedule.validate(num_warmup)
+        self._schedule = schedule
+        flow, fresh_params, ready = self._build_flow(flow_key, dim, schedule)
+        params, static = partition_flow(flow)
+        config = core.Config(
+            num_warmup=num_warmup,
+            num_local_steps=self._num_local_steps,
+            num_leapfrog=self._num_leapfrog,
+            num_particles=self._num_particles,
+            target_accept_prob=self._target_accept_prob,
+            schedule=schedule,
+        )
+        state = core.init(position, target, params, fresh_params, config, self._step_size, ready)
+        _check_initial_energy(state.logdensity)
+
+        def sample(state: FlowMCMCState, model_args, model_kwargs) -> FlowMCMCState:
+            key, step_key = jax.random.split(state.rng_key)
+            new = core.step(step_key, state.core, target, static, config)
+            return _wrap(new, unravel, key)
+
+        self._sample_fn = sample
+        return _wrap(state, unravel, key)
+
+    def sample(self, state, model_args, model_kwargs):
+        return self._sample_fn(state, model_args, model_kwargs)
+
+    # --- helpers -----------------------------------------------------------------------
+    def _initial_params(self, key, num_chains, init_params, model_args, model_kwargs):
+        if init_params is not None:
+            sizes = {jnp.shape(leaf)[0] if jnp.ndim(leaf) else None for leaf in jax.tree.leaves(init_params)}
+            if sizes != {num_chains}:
+                raise ValueError(
+                    f"init_params need a leading axis of size num_chains={num_chains} on every leaf"
+                )
+        if self._model is None:
+            if init_params is None:
+                raise ValueError("FlowMCMC with `potential_fn` needs `init_params` in MCMC.run")
+            return init_params
+        try:
+            info, potential_gen, postprocess_gen, _ = initialize_model(
+                jax.random.split(key, num_chains),
+                self._model,
+                init_strategy=self._init_strategy,
+                dynamic_args=True,
+                model_args=model_args,
+                model_kwargs=model_kwargs,
+                validate_grad=False,
+            )
+        except RuntimeError as err:
+            raise ValueError(
+                "FlowMCMC could not initialise: the model's log density (energy) is not finite "
+                f"at any initial point tried ({err})"
+            ) from err
+        self._potential_fn = potential_gen(*model_args, **model_kwargs)
+        self._postprocess_fn = postprocess_gen
+        return info.z if init_params is None else init_params
+
+    def _build_flow(self, key, dim, schedule: WarmupSchedule):
+        """The initial flow, the stacked fresh restarts, and whether moves start now."""
+        factory = default_flow if self._flow is None else self._flow
+        if isinstance(factory, eqx.Module):
+            flow, ready, factory = factory, True, None
+        elif callable(factory):
+            flow, ready = factory(key, dim), False
+        else:
+            raise TypeError(f"flow must be None, a factory (key, dim) -> flow, or a flow; got {factory!r}")
+        check_flow(flow, dim)
+        num_fits = len(schedule.fit_iterations)
+        restarts = schedule.fresh_restarts if factory is not None else 0
+        params, _ = partition_flow(flow)
+        if restarts == 0 or num_fits == 0:
+            fresh = jax.tree.map(lambda leaf: jnp.zeros((max(num_fits, 1), 0) + leaf.shape, leaf.dtype), params)
+        else:
+            keys = jax.random.split(jax.random.fold_in(key, 1), num_fits * restarts)
+            bank = [partition_flow(factory(k, dim))[0] for k in keys]
+            fresh = jax.tree.map(
+                lambda *leaves: jnp.stack(leaves).reshape((num_fits, restarts) + leaves[0].shape), *bank
+            )
+        return flow, fresh, ready
+
+
+def _wrap(state: core.CoreState, unravel, key) -> FlowMCMCState:
+    return FlowMCMCState(
+        z=jax.vmap(unravel)(state.position),
+        potential_energy=-state.logdensity,
+        accept_prob=state.accept_prob,
+        global_accept_prob=state.global_accept_prob,
+        local_accept_prob=state.local_accept_prob,
+        step_size=state.step_size,
+        num_nonfinite=state.num_nonfinite,
+        core=state,
+        rng_key=key,
+    )
+
+
+def _check_initial_energy(logdensity) -> None:
+    finite = np.isfinite(np.asarray(logdensity))
+    if not finite.any():
+        raise ValueError(
+            "FlowMCMC: the energy (potential) is NaN or infinite at every initial point; "
+            "check the model or potential_fn"
+        )
+    if not finite.all():
+        bad = np.flatnonzero(~finite).tolist()
+        raise ValueError(f"FlowMCMC: the energy is NaN or infinite at the initial point of chains {bad}")

@@ -1,0 +1,79 @@
+"""The warm-up schedule of flow-assisted MCMC, as plain data.
+
+Example:
+    >>> from ebmppl.numpyro.kernels.schedule import WarmupSchedule
+    >>> WarmupSchedule.default(500).fit_iterations
+    (99, 199, 299, 399)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+__all__ = ["WarmupSchedule"]
+
+
+@dataclass(frozen=True)
+class WarmupSchedule:
+    """When and how the flow is fitted to the chains during warm-up.
+
+    During warm-up every iteration runs the local moves (and, once the flow has
+    been fitted, the global moves) and adapts the local step size; after the
+    iterations listed in ``fit_iterations`` the flow is refitted on the states
+    of all walkers over the last ``window`` iterations. After warm-up nothing
+    changes any more, so the production draws come from one fixed Markov
+    kernel.
+
+    Each fit trains, side by side, the current flow (warm start) and
+    ``fresh_restarts`` freshly initialised flows, and keeps the one with the
+    lowest loss: a fit stuck in a poor optimum is replaced by a fresh one
+    instead of being carried on.
+
+    Attributes:
+        fit_iterations: warm-up iterations (0-based) after which the flow is fitted.
+        window: how many recent iterations of states make up the training set.
+        fit_steps: Adam steps per fit.
+        batch_size: minibatch size of the fit.
+        learning_rate: Adam learning rate.
+        fresh_restarts: fresh initialisations trained beside the warm start.
+    """
+
+    fit_iterations: tuple[int, ...]
+    window: int
+    fit_steps: int = 200
+    batch_size: int = 256
+    learning_rate: float = 3e-3
+    fresh_restarts: int = 1
+
+    @classmethod
+    def default(cls, num_warmup: int, num_fits: int = 4, max_window: int = 250) -> "WarmupSchedule":
+        """Fits evenly spaced over the first 80% of warm-up, each on the states since the last.
+
+        Args:
+            num_warmup: the number of warm-up iterations of the run.
+            num_fits: how many times the flow is fitted.
+            max_window: cap on the window, in iterations.
+        """
+        if num_warmup < 5 * num_fits:
+            return cls(fit_iterations=(), window=1)
+        spacing = num_warmup // (num_fits + 1)
+        fits = tuple(spacing * (k + 1) - 1 for k in range(num_fits))
+        return cls(fit_iterations=fits, window=min(spacing, max_window))
+
+    def replace(self, **changes) -> "WarmupSchedule":
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    def validate(self, num_warmup: int) -> None:
+        """Raise ValueError when the schedule does not fit a warm-up of ``num_warmup``."""
+        fits = self.fit_iterations
+        if list(fits) != sorted(set(fits)):
+            raise ValueError(f"fit_iterations must be increasing and distinct, got {fits}")
+        if fits and not (self.window - 1 <= fits[0] and fits[-1] < num_warmup):
+            raise ValueError(
+                f"fit_iterations {fits} must lie in [window - 1, num_warmup) = "
+                f"[{self.window - 1}, {num_warmup}): the first fit needs a full window"
+            )
+        if self.window < 1 or self.fit_steps < 1 or self.batch_size < 1 or self.fresh_restarts < 0:
+            raise ValueError(f"invalid schedule {self}")

@@ -1,0 +1,104 @@
+"""``Potential``: an unnormalized density ``exp(-energy(x)) * base(x)`` as a NumPyro site.
+
+Sign convention, said once: an *energy* is a negative unnormalized log
+density; ``Potential.log_prob(x) = -energy(x) (+ base.log_prob(x))``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax.numpy as jnp
+from numpyro.distributions import Distribution, constraints
+
+__all__ = ["Potential"]
+
+
+class Potential(Distribution):
+    """An energy-based (unnormalized) distribution: ``p(x) ∝ exp(-energy(x)) · base(x)``.
+
+    At a latent site it is a prior or target known up to a constant, to be
+    sampled with :class:`~ebmppl.numpyro.FlowMCMC` or NumPyro's NUTS; at an
+    observed site (in a plate over data) it is a model to train. ``log_prob``
+    is unnormalized, and ``sample`` is not available (draw with MCMC).
+
+    Args:
+        energy: maps values of shape ``(..., *event_shape)`` to energies of
+            shape ``(...)``; the output shape is checked.
+        event_shape: shape of one value.
+        base: optional NumPyro distribution tilted by the energy (its
+            ``event_shape`` must equal ``event_shape``); gives the batch shape.
+        support: the support (default: real, or ``base.support``).
+
+    Example:
+        >>> import jax, jax.numpy as jnp, numpyro
+        >>> from numpyro.infer import MCMC, NUTS
+        >>> from ebmppl.numpyro import Potential
+        >>> energy = lambda x: 0.5 * jnp.sum(x**2, -1)
+        >>> Potential(energy, event_shape=(2,)).log_prob(jnp.ones((3, 2)))
+        Array([-1., -1., -1.], dtype=float32)
+        >>> def model():
+        ...     numpyro.sample("x", Potential(energy, event_shape=(2,)))
+        >>> mcmc = MCMC(NUTS(model), num_warmup=50, num_samples=50, progress_bar=False)
+        >>> mcmc.run(jax.random.key(0))
+        >>> mcmc.get_samples()["x"].shape
+        (50, 2)
+    """
+
+    arg_constraints = {}
+    pytree_data_fields = ("base", "support")
+    pytree_aux_fields = ("energy",)
+
+    def __init__(
+        self,
+        energy: Callable,
+        *,
+        event_shape: tuple[int, ...],
+        base: Distribution | None = None,
+        support: constraints.Constraint | None = None,
+        validate_args: bool | None = None,
+    ):
+        if not callable(energy):
+            raise TypeError(f"energy must be callable, got {type(energy).__name__}")
+        event_shape = tuple(event_shape)
+        batch_shape: tuple[int, ...] = ()
+        if base is not None:
+            if tuple(base.event_shape) != event_shape:
+                raise ValueError(
+                    f"base has event_shape {tuple(base.event_shape)} but the Potential has "
+                    f"event_shape {event_shape}"
+                )
+            batch_shape = tuple(base.batch_shape)
+            support = base.support if support is None else support
+        support = constraints.real if support is None else support
+        self.energy = energy
+        self.base = base
+        self.support = constraints.independent(support, len(event_shape) - support.event_dim)
+        super().__init__(batch_shape, event_shape, validate_args=validate_args)
+
+    def log_prob(self, value):
+        shape = jnp.shape(value)
+        event_dim = len(self.event_shape)
+        if shape[len(shape) - event_dim :] != self.event_shape:
+            raise ValueError(
+                f"Potential got a value of shape {shape}, whose trailing dimensions do not "
+                f"match event_shape {self.event_shape}"
+            )
+        batch = shape[: len(shape) - event_dim]
+        energy = self.energy(value)
+        if jnp.shape(energy) != batch:
+            raise ValueError(
+                f"energy returned shape {jnp.shape(energy)} for a value of shape {shape}; "
+                f"expected the batch shape {batch} (one energy per value of event_shape "
+                f"{self.event_shape})"
+            )
+        log_prob = -energy
+        if self.base is not None:
+            log_prob = log_prob + self.base.log_prob(value)
+        return jnp.broadcast_to(log_prob, jnp.broadcast_shapes(jnp.shape(log_prob), self.batch_shape))
+
+    def sample(self, key, sample_shape=()):
+        raise NotImplementedError(
+            "Potential is unnormalized and cannot be sampled directly: draw from it with "
+            "FlowMCMC or NUTS (as a latent site)"
+        )
