@@ -256,6 +256,13 @@ def check_flow(flow, dim: int, key: jax.Array | None = None, atol: float = 1e-3)
             f"flow must be unconditional with shape ({dim},) to match the latent space, "
             f"got shape {flow.shape} and cond_shape {flow.cond_shape}"
         )
+    numerical = _numerically_inverted_parts(flow)
+    if numerical:
+        raise ValueError(
+            f"flow contains {', '.join(numerical)}, which has no exact inverse (it is inverted "
+            "numerically, and block autoregressive flows have bounded tails): it cannot serve "
+            "as an independent proposal. Use an exactly invertible flow (e.g. default_flow)."
+        )
     key = jax.random.key(0) if key is None else key
     flow = paramax.unwrap(flow)
     bijection = getattr(flow, "bijection", None)
@@ -275,3 +282,12 @@ def check_flow(flow, dim: int, key: jax.Array | None = None, atol: float = 1e-3)
         raise ValueError(
             f"flow is not exactly invertible: forward(inverse(x)) differs from x by {error:.3g}"
         )
+
+
+def _numerically_inverted_parts(flow) -> list[str]:
+    from flowjax.bijections import BlockAutoregressiveNetwork
+    from flowjax.bijections.utils import NumericalInverse
+
+    kinds = (NumericalInverse, BlockAutoregressiveNetwork)
+    found = jax.tree.leaves(flow, is_leaf=lambda node: isinstance(node, kinds))
+    return sorted({type(node).__name__ for node in found if isinstance(node, kinds)})

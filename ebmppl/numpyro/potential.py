@@ -46,6 +46,7 @@ class Potential(Distribution):
     """
 
     arg_constraints = {}
+    support: constraints.Constraint = constraints.dependent
     pytree_data_fields = ("base", "support")
     pytree_aux_fields = ("energy",)
 
