@@ -41,7 +41,7 @@ class WarmupSchedule:
 
     fit_iterations: tuple[int, ...]
     window: int
-    fit_steps: int = 200
+    fit_steps: int = 150
     batch_size: int = 256
     learning_rate: float = 3e-3
     fresh_restarts: int = 1
