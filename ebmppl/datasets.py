@@ -3,7 +3,7 @@
 A :class:`GaussianMixture` knows its log density, can draw exact samples and
 says which mode a point belongs to, so samplers can be scored on mode
 weights. ``log_prob`` takes an array namespace (``numpy`` by default,
-``jax.numpy`` for a differentiable energy).
+``jax.numpy`` or ``torch`` for a differentiable energy).
 
 Example:
     >>> import numpy as np
@@ -52,11 +52,15 @@ class GaussianMixture:
         return self.means.shape[1]
 
     def log_prob(self, x, xp=np):
-        """Normalised log density at ``x`` (shape ``(..., D)``), computed with namespace ``xp``."""
-        means, scales = xp.asarray(self.means), xp.asarray(self.scales)
-        sq = xp.sum((x[..., None, :] - means) ** 2, axis=-1) / scales**2
+        """Normalised log density at ``x`` (shape ``(..., D)``), computed with namespace ``xp``
+        (``numpy``, ``jax.numpy`` or ``torch``), in the dtype of ``x``."""
+        dtype = getattr(x, "dtype", None)
+        means, scales = xp.asarray(self.means, dtype=dtype), xp.asarray(self.scales, dtype=dtype)
+        sq = ((x[..., None, :] - means) ** 2).sum(-1) / scales**2
         log_norm = -self.dim * (xp.log(scales) + 0.5 * np.log(2 * np.pi))
-        terms = xp.asarray(np.log(self.weights)) + log_norm - 0.5 * sq
+        terms = xp.asarray(np.log(self.weights), dtype=dtype) + log_norm - 0.5 * sq
+        if getattr(xp, "__name__", "") == "torch":
+            return xp.logsumexp(terms, -1)
         top = xp.max(terms, axis=-1, keepdims=True)
         return top[..., 0] + xp.log(xp.sum(xp.exp(terms - top), axis=-1))
 

@@ -25,7 +25,7 @@ from ebmppl.numpyro.flows import (
 )
 from ebmppl.numpyro.kernels.isir import isir_step
 from ebmppl.numpyro.kernels.local import LocalState, hmc_step
-from ebmppl.numpyro.kernels.schedule import WarmupSchedule
+from ebmppl.schedule import WarmupSchedule
 
 __all__ = ["AdaptState", "Config", "CoreState", "FlowState", "Target", "init", "step"]
 

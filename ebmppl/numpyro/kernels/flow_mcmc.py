@@ -16,7 +16,7 @@ from numpyro.util import identity, is_prng_key
 
 from ebmppl.numpyro.flows import check_flow, default_flow, partition_flow
 from ebmppl.numpyro.kernels import core
-from ebmppl.numpyro.kernels.schedule import WarmupSchedule
+from ebmppl.schedule import WarmupSchedule
 
 __all__ = ["FlowMCMC", "FlowMCMCState"]
 

@@ -1,7 +1,7 @@
-"""The warm-up schedule of flow-assisted MCMC, as plain data.
+"""The warm-up schedule of flow-assisted MCMC, as plain data (shared by both backends).
 
 Example:
-    >>> from ebmppl.numpyro.kernels.schedule import WarmupSchedule
+    >>> from ebmppl.schedule import WarmupSchedule
     >>> WarmupSchedule.default(500).fit_iterations
     (99, 199, 299, 399)
 """

@@ -1,0 +1,336 @@
+"""Normalizing flows used as global proposals, built from zuko pieces.
+
+A proposal is a flow acting on *whitened* coordinates ``u`` composed with an
+affine whitening map ``x = loc + matrix @ u`` fitted to the chains (see
+:class:`Whitening`). A flow is a module whose call returns a torch
+distribution with ``sample``/``rsample`` and ``log_prob`` (a zuko flow); a
+Pyro ``TransformedDistribution`` of ``TransformModule`` s is wrapped into one
+by :func:`as_flow_module`.
+
+Example:
+    >>> import torch
+    >>> from ebmppl.pyro.flows import default_flow, identity_whitening, proposal_log_prob
+    >>> flow = default_flow(3)
+    >>> proposal_log_prob(flow, identity_whitening(3), torch.zeros(5, 3)).shape
+    torch.Size([5])
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+from typing import NamedTuple
+
+import torch
+import zuko
+from torch import nn
+from torch.distributions import Distribution, Transform, TransformedDistribution
+
+__all__ = [
+    "Whitening",
+    "as_flow_module",
+    "check_flow",
+    "default_flow",
+    "fit_flow",
+    "fit_whitening",
+    "identity_whitening",
+    "proposal_log_prob",
+    "proposal_sample_and_log_prob",
+]
+
+
+class Whitening(NamedTuple):
+    """Affine map ``x = loc + matrix @ u`` between data and whitened coordinates.
+
+    Attributes:
+        loc: shape ``(D,)``, the mean of the fitted points.
+        matrix: shape ``(D, D)``, maps whitened ``u`` to centred ``x``.
+        inverse: shape ``(D, D)``, the inverse of ``matrix``.
+        log_det: ``log|det matrix|``, a scalar tensor.
+    """
+
+    loc: torch.Tensor
+    matrix: torch.Tensor
+    inverse: torch.Tensor
+    log_det: torch.Tensor
+
+
+def identity_whitening(dim: int, dtype: torch.dtype = torch.float32) -> Whitening:
+    """The whitening that leaves coordinates unchanged."""
+    eye = torch.eye(dim, dtype=dtype)
+    return Whitening(torch.zeros(dim, dtype=dtype), eye, eye, torch.zeros((), dtype=dtype))
+
+
+def _interleaved_order(dim: int) -> torch.Tensor:
+    """Slots for principal components sorted by decreasing variance.
+
+    zuko's two-pass (coupling) layers split coordinates into ``[0, ceil(D/2))``
+    and the rest; putting components 1, 3, 5... in the first group and 2, 4,
+    6... in the second makes the two largest directions condition each other
+    in every layer, whatever the dimension.
+    """
+    half = math.ceil(dim / 2)
+    first, second = list(range(half)), list(range(half, dim))
+    slots = []
+    for k in range(dim):
+        source = first if (k % 2 == 0 and first) or not second else second
+        slots.append(source.pop(0))
+    return torch.tensor(slots)
+
+
+def fit_whitening(points: torch.Tensor, jitter: float = 1e-6) -> Whitening:
+    """PCA whitening of ``points`` (shape ``(n, D)``), components interleaved.
+
+    Args:
+        points: the chain states to standardise.
+        jitter: added to the covariance's eigenvalues, relative to their mean.
+
+    Returns:
+        The :class:`Whitening` whose whitened points have mean 0, covariance I.
+    """
+    points = points.detach()
+    dim = points.shape[-1]
+    loc = points.mean(0)
+    centred = points - loc
+    cov = (centred.T @ centred / max(points.shape[0] - 1, 1)).double()
+    eigvals, eigvecs = torch.linalg.eigh(cov)
+    eigvals = eigvals.clamp(min=0.0) + jitter * (eigvals.mean() + 1e-12)
+    order = torch.argsort(-eigvals)
+    eigvals, eigvecs = eigvals[order], eigvecs[:, order]
+    slots = _interleaved_order(dim)
+    scale = eigvals.sqrt()
+    matrix = torch.zeros(dim, dim, dtype=cov.dtype)
+    matrix[:, slots] = eigvecs * scale
+    inverse = torch.zeros(dim, dim, dtype=cov.dtype)
+    inverse[slots, :] = (eigvecs / scale).T
+    dtype = points.dtype
+    return Whitening(loc, matrix.to(dtype), inverse.to(dtype), scale.log().sum().to(dtype))
+
+
+def default_flow(
+    dim: int,
+    *,
+    num_layers: int = 4,
+    nn_width: int = 32,
+    nn_depth: int = 1,
+    knots: int = 8,
+) -> nn.Module:
+    """A rational-quadratic spline coupling flow with a standard normal base (zuko).
+
+    zuko's neural spline flow with two passes is a coupling flow: both
+    directions are exact and cost two network evaluations at most, so the
+    flow serves as an independent proposal. The splines are the identity
+    outside ``[-5, 5]``, so the tails stay Gaussian and unbounded. The
+    initial weights come from torch's global generator (seed it with
+    ``pyro.set_rng_seed``).
+
+    Args:
+        dim: dimension of the flow (at least 1).
+        num_layers: number of coupling layers (the halves swap between layers).
+        nn_width: width of each conditioner's hidden layers.
+        nn_depth: number of hidden layers of each conditioner.
+        knots: number of spline bins.
+
+    Returns:
+        A zuko flow: ``flow()`` is a distribution of event shape ``(dim,)``.
+    """
+    if dim < 1:
+        raise ValueError(f"default_flow needs dim >= 1, got {dim}")
+    return zuko.flows.NSF(
+        features=dim,
+        transforms=num_layers,
+        passes=2,
+        bins=knots,
+        hidden_features=(nn_width,) * nn_depth,
+    )
+
+
+class _TransformedFlow(nn.Module):
+    """A Pyro/torch ``TransformedDistribution`` as a module returning it.
+
+    Trainable parameters are those of its ``TransformModule`` s; the caches of
+    its transforms are cleared on every call, since a cached inverse is stale
+    once an optimizer step has changed the parameters.
+    """
+
+    def __init__(self, distribution: TransformedDistribution):
+        super().__init__()
+        self.distribution = distribution
+        self.transforms = nn.ModuleList([t for t in distribution.transforms if isinstance(t, nn.Module)])
+
+    def forward(self) -> Distribution:
+        for transform in self.distribution.transforms:
+            _clear_cache(transform)
+        return self.distribution
+
+
+def _clear_cache(transform: Transform) -> None:
+    if hasattr(transform, "_cached_x_y"):
+        transform._cached_x_y = None, None
+    for part in getattr(transform, "parts", ()):
+        _clear_cache(part)
+
+
+def as_flow_module(flow) -> nn.Module:
+    """The module form of a flow: a zuko flow as is, a ``TransformedDistribution`` wrapped."""
+    if isinstance(flow, TransformedDistribution):
+        return _TransformedFlow(flow)
+    if isinstance(flow, nn.Module):
+        return flow
+    raise TypeError(
+        "flow must be a zuko flow (a module whose call returns a distribution) or a "
+        f"torch/Pyro TransformedDistribution, got {type(flow).__name__}"
+    )
+
+
+def _whiten(whitening: Whitening, x: torch.Tensor) -> torch.Tensor:
+    return (x - whitening.loc) @ whitening.inverse.T
+
+
+def proposal_log_prob(flow: nn.Module, whitening: Whitening, x: torch.Tensor) -> torch.Tensor:
+    """Log density of the whitened flow at ``x`` (shape ``(..., D)``)."""
+    return flow().log_prob(_whiten(whitening, x)) - whitening.log_det
+
+
+def proposal_sample_and_log_prob(
+    flow: nn.Module, whitening: Whitening, sample_shape: tuple[int, ...]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draws of the whitened flow, shape ``sample_shape + (D,)``, with their log density."""
+    distribution = flow()
+    if hasattr(distribution, "rsample_and_log_prob"):
+        u, log_q = distribution.rsample_and_log_prob(torch.Size(sample_shape))
+    else:
+        u = distribution.sample(torch.Size(sample_shape))
+        log_q = distribution.log_prob(u)
+    return whitening.loc + u @ whitening.matrix.T, log_q - whitening.log_det
+
+
+def fit_flow(
+    candidates: list[nn.Module],
+    data: torch.Tensor,
+    *,
+    num_steps: int,
+    batch_size: int,
+    learning_rate: float,
+) -> tuple[nn.Module, torch.Tensor]:
+    """Fit several flow initialisations by forward KL and keep the best.
+
+    Each candidate is trained in place with Adam on minibatches of ``data``,
+    minimising ``-mean log q(x)``; the one with the lowest loss on all of
+    ``data`` is returned. Steps with a non-finite loss or gradient are skipped.
+
+    Args:
+        candidates: flows (modules) to train.
+        data: whitened points, shape ``(n, D)``.
+        num_steps: Adam steps per candidate.
+        batch_size: minibatch size.
+        learning_rate: Adam learning rate.
+
+    Returns:
+        ``(flow, losses)``: the best candidate and every candidate's final
+        loss on ``data`` (shape ``(K,)``).
+    """
+    data = data.detach()
+    losses = []
+    for flow in candidates:
+        parameters = [p for p in flow.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(parameters, lr=learning_rate)
+        for _ in range(num_steps):
+            batch = data[torch.randint(0, data.shape[0], (batch_size,))]
+            loss = -flow().log_prob(batch).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            norm = torch.nn.utils.clip_grad_norm_(parameters, 10.0)
+            if torch.isfinite(loss) and torch.isfinite(norm):
+                optimizer.step()
+        with torch.no_grad():
+            loss = -flow().log_prob(data).mean()
+        losses.append(loss if torch.isfinite(loss) else torch.tensor(math.inf))
+    losses = torch.stack(losses)
+    for flow in candidates:
+        flow.requires_grad_(False)
+    return candidates[int(torch.argmin(losses))], losses
+
+
+def fresh_copy(flow: nn.Module) -> nn.Module:
+    """A trainable deep copy of ``flow`` (its parameters require gradients)."""
+    return copy.deepcopy(flow).requires_grad_(True)
+
+
+def check_flow(flow: nn.Module, dim: int, atol: float = 1e-3) -> None:
+    """Refuse a flow that cannot serve as an independent proposal.
+
+    A proposal needs ``sample`` and ``log_prob`` and an exact, finite inverse:
+    the round trip ``forward(inverse(x))`` must give ``x`` back, and no part
+    may be inverted numerically (zuko's neural/polynomial monotonic
+    transforms, continuous flows) or not at all (Pyro's block and neural
+    autoregressive transforms).
+
+    Raises:
+        TypeError: not a flow module.
+        ValueError: wrong event shape, conditional, no exact inverse, or a
+            round trip that does not return its input.
+    """
+    if not isinstance(flow, nn.Module):
+        raise TypeError(f"flow must be a module (e.g. a zuko flow), got {type(flow).__name__}")
+    numerical = _numerically_inverted_parts(flow)
+    if numerical:
+        raise ValueError(
+            f"flow contains {', '.join(numerical)}, which has no exact inverse (it is inverted "
+            "numerically or not at all): it cannot serve as an independent proposal. Use an "
+            "exactly invertible flow (e.g. default_flow)."
+        )
+    try:
+        distribution = flow()
+    except TypeError as err:
+        raise ValueError(f"flow must be unconditional: calling it with no context failed ({err})") from err
+    if tuple(distribution.event_shape) != (dim,) or tuple(distribution.batch_shape) != ():
+        raise ValueError(
+            f"flow must have event_shape ({dim},) to match the latent space, got "
+            f"batch_shape {tuple(distribution.batch_shape)} and event_shape "
+            f"{tuple(distribution.event_shape)}"
+        )
+    with torch.no_grad():
+        try:
+            x = distribution.sample((16,))
+            error = _round_trip_error(distribution, x.clone())
+        except (NotImplementedError, KeyError) as err:
+            raise ValueError(
+                f"flow {type(flow).__name__} has no exact inverse: it cannot evaluate its own "
+                "proposals' density. Use an exactly invertible flow (e.g. default_flow)."
+            ) from err
+    if not error <= atol * (1.0 + float(x.abs().max())):
+        raise ValueError(f"flow is not exactly invertible: forward(inverse(x)) differs from x by {error:.3g}")
+
+
+def _round_trip_error(distribution: Distribution, x: torch.Tensor) -> float:
+    if isinstance(distribution, TransformedDistribution):
+        transform = torch.distributions.ComposeTransform(distribution.transforms)
+        x_back = transform(transform.inv(x).clone())
+    elif hasattr(distribution, "transform"):  # zuko: transform maps data to the base
+        x_back = distribution.transform.inv(distribution.transform(x).clone())
+    else:
+        raise ValueError(
+            f"flow returned a {type(distribution).__name__}, not a transformed distribution: "
+            "its inverse cannot be checked"
+        )
+    return float((x_back - x).abs().max())
+
+
+def _numerically_inverted_parts(flow: nn.Module) -> list[str]:
+    from pyro.distributions.transforms import BlockAutoregressive, NeuralAutoregressive
+    from zuko.flows.continuous import FFJTransform
+    from zuko.flows.neural import MNN, UMNN
+    from zuko.transforms import MonotonicTransform
+
+    found = set()
+    for module in flow.modules():
+        if isinstance(module, (BlockAutoregressive, NeuralAutoregressive, FFJTransform, MNN, UMNN)):
+            found.add(type(module).__name__)
+        univariate = getattr(module, "univariate", None)
+        if isinstance(univariate, functools.partial):
+            univariate = univariate.func
+        if isinstance(univariate, type) and issubclass(univariate, MonotonicTransform):
+            found.add(univariate.__name__)
+    return sorted(found)

@@ -1,0 +1,280 @@
+"""Functional core of flow-assisted MCMC on a batch of walkers (torch).
+
+:func:`init` builds the state from positions; :func:`step` runs one
+iteration: a global i-SIR move with the flow (once it has been fitted), then
+local HMC/MALA moves, then, during warm-up, step-size adaptation, storage of
+the states in the training window and, at the scheduled iterations, a flow
+fit. The state and the target are explicit: :func:`step` returns a new state
+and leaves its input as it was. Randomness comes from torch's generator.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Callable, NamedTuple
+
+import torch
+from pyro.ops.dual_averaging import DualAveraging
+from torch import nn
+
+from ebmppl.pyro.flows import (
+    Whitening,
+    fit_flow,
+    fit_whitening,
+    fresh_copy,
+    identity_whitening,
+    proposal_log_prob,
+    proposal_sample_and_log_prob,
+)
+from ebmppl.pyro.kernels.isir import isir_step
+from ebmppl.pyro.kernels.local import LocalState, hmc_step
+from ebmppl.schedule import WarmupSchedule
+
+__all__ = ["AdaptState", "Config", "CoreState", "FlowState", "Target", "init", "step"]
+
+
+def _da_start(step_size: float) -> DualAveraging:
+    """Dual averaging of ``log(step_size)``, started near ``step_size``."""
+    return DualAveraging(prox_center=math.log(10.0 * step_size))
+
+
+class Target(NamedTuple):
+    """The log density of the walkers, batched over a leading axis.
+
+    Attributes:
+        logdensity: ``(n, D) -> (n,)``, without gradient.
+        logdensity_and_grad: ``(n, D) -> ((n,), (n, D))``.
+    """
+
+    logdensity: Callable
+    logdensity_and_grad: Callable
+
+
+class Config(NamedTuple):
+    """Settings of one run.
+
+    Attributes:
+        num_warmup: warm-up iterations.
+        num_local_steps: local moves per iteration.
+        num_leapfrog: leapfrog steps per local move (1 is MALA).
+        num_particles: i-SIR candidates per walker (2 is independent MH).
+        target_accept_prob: local acceptance aimed at by step-size adaptation.
+        schedule: the warm-up schedule.
+        flow_factory: ``dim -> flow`` for fresh restarts, or ``None`` (no restarts).
+    """
+
+    num_warmup: int
+    num_local_steps: int
+    num_leapfrog: int
+    num_particles: int
+    target_accept_prob: float
+    schedule: WarmupSchedule
+    flow_factory: Callable | None
+
+
+class FlowState(NamedTuple):
+    """The proposal: a flow and the whitening it acts in.
+
+    Attributes:
+        flow: the flow module (frozen: its parameters do not require gradients).
+        whitening: the affine map from whitened to latent coordinates.
+        ready: whether global moves are made (false until the first fit of a
+            flow built by ebmppl).
+    """
+
+    flow: nn.Module
+    whitening: Whitening
+    ready: bool
+
+
+class AdaptState(NamedTuple):
+    """Warm-up bookkeeping.
+
+    Attributes:
+        dual_averaging: Pyro's dual-averaging state for ``log(step_size)``.
+        window: shape ``(W, C, D)``, the last ``W`` iterations' positions.
+        num_fits: fits done so far.
+        fit_losses: shape ``(restarts + 1,)``, the last fit's candidate losses
+            (warm start first); NaN before the first fit.
+    """
+
+    dual_averaging: DualAveraging
+    window: torch.Tensor
+    num_fits: int
+    fit_losses: torch.Tensor
+
+
+class CoreState(NamedTuple):
+    """Walkers and everything the next iteration needs.
+
+    Attributes:
+        i: iterations done.
+        position: shape ``(C, D)``, unconstrained walkers, flattened.
+        logdensity, grad: target log density and gradient at ``position``.
+        step_size: shape ``(C,)``, the local step size (equal for all walkers).
+        accept_prob: shape ``(C,)``, mean acceptance probability of the
+            iteration's moves (global and local).
+        local_accept_prob: shape ``(C,)``, mean acceptance of the local moves.
+        global_accept_prob: shape ``(C,)``, probability that the global move
+            left the current state (0 when none was made).
+        num_nonfinite: shape ``(C,)``, running count of proposals rejected
+            because the target's log density was not finite there.
+        flow: the :class:`FlowState`.
+        adapt: the :class:`AdaptState`.
+    """
+
+    i: int
+    position: torch.Tensor
+    logdensity: torch.Tensor
+    grad: torch.Tensor
+    step_size: torch.Tensor
+    accept_prob: torch.Tensor
+    local_accept_prob: torch.Tensor
+    global_accept_prob: torch.Tensor
+    num_nonfinite: torch.Tensor
+    flow: FlowState
+    adapt: AdaptState
+
+
+def init(
+    position: torch.Tensor,
+    target: Target,
+    flow: nn.Module,
+    config: Config,
+    step_size: float,
+    flow_ready: bool,
+) -> CoreState:
+    """The state of walkers at ``position`` (shape ``(C, D)``)."""
+    num_walkers, dim = position.shape
+    logdensity, grad = target.logdensity_and_grad(position)
+    zeros = torch.zeros(num_walkers, dtype=position.dtype)
+    restarts = config.schedule.fresh_restarts if config.flow_factory is not None else 0
+    adapt = AdaptState(
+        dual_averaging=_da_start(step_size),
+        window=torch.zeros((config.schedule.window, num_walkers, dim), dtype=position.dtype),
+        num_fits=0,
+        fit_losses=torch.full((restarts + 1,), math.nan),
+    )
+    flow.requires_grad_(False)
+    return CoreState(
+        i=0,
+        position=position,
+        logdensity=logdensity,
+        grad=grad,
+        step_size=torch.full((num_walkers,), step_size, dtype=position.dtype),
+        accept_prob=zeros,
+        local_accept_prob=zeros,
+        global_accept_prob=zeros,
+        num_nonfinite=torch.zeros(num_walkers, dtype=torch.int64),
+        flow=FlowState(flow, identity_whitening(dim, position.dtype), bool(flow_ready)),
+        adapt=adapt,
+    )
+
+
+def _global_move(state: CoreState, target: Target, config: Config):
+    zeros = torch.zeros_like(state.logdensity)
+    walkers = LocalState(state.position, state.logdensity, state.grad)
+    if not state.flow.ready:
+        return walkers, zeros, torch.zeros_like(state.num_nonfinite)
+    flow, whitening = state.flow.flow, state.flow.whitening
+    with torch.no_grad():
+        position, info = isir_step(
+            state.position,
+            state.logdensity,
+            target.logdensity,
+            lambda shape: proposal_sample_and_log_prob(flow, whitening, shape),
+            lambda x: proposal_log_prob(flow, whitening, x),
+            config.num_particles,
+        )
+    moved = (position != state.position).any(-1)
+    if moved.any():
+        logdensity, grad = target.logdensity_and_grad(position)
+        walkers = LocalState(
+            position,
+            torch.where(moved, logdensity, state.logdensity),
+            torch.where(moved[:, None], grad, state.grad),
+        )
+    return walkers, info.accept_prob, info.num_nonfinite
+
+
+def _fit(state: CoreState, config: Config) -> tuple[FlowState, torch.Tensor]:
+    schedule = config.schedule
+    points = state.adapt.window.reshape(-1, state.position.shape[-1])
+    whitening = fit_whitening(points)
+    whitened = (points - whitening.loc) @ whitening.inverse.T
+    candidates = [fresh_copy(state.flow.flow)]
+    if config.flow_factory is not None:
+        candidates += [config.flow_factory(points.shape[-1]).to(points.dtype) for _ in range(schedule.fresh_restarts)]
+    flow, losses = fit_flow(
+        candidates,
+        whitened,
+        num_steps=schedule.fit_steps,
+        batch_size=schedule.batch_size,
+        learning_rate=schedule.learning_rate,
+    )
+    return FlowState(flow, whitening, True), losses
+
+
+def step(state: CoreState, target: Target, config: Config) -> CoreState:
+    """One iteration of flow-assisted MCMC (see the module docstring).
+
+    Args:
+        state: the current :class:`CoreState`.
+        target: the batched log density.
+        config: the run's settings.
+
+    Returns:
+        The next :class:`CoreState`.
+    """
+    walkers, global_accept, nonfinite = _global_move(state, target, config)
+    local_accepts = []
+    for _ in range(config.num_local_steps):
+        walkers, info = hmc_step(walkers, target.logdensity_and_grad, state.step_size, config.num_leapfrog)
+        nonfinite = nonfinite + info.num_nonfinite
+        local_accepts.append(info.accept_prob)
+    local_accepts = torch.stack(local_accepts) if local_accepts else torch.zeros((0,) + global_accept.shape)
+    local_accept = local_accepts.mean(0) if config.num_local_steps else torch.zeros_like(global_accept)
+    num_moves = config.num_local_steps + int(state.flow.ready)
+    accept = (local_accepts.sum(0) + global_accept) / max(num_moves, 1)
+    state = state._replace(
+        i=state.i + 1,
+        position=walkers.position,
+        logdensity=walkers.logdensity,
+        grad=walkers.grad,
+        accept_prob=accept,
+        local_accept_prob=local_accept,
+        global_accept_prob=global_accept,
+        num_nonfinite=state.num_nonfinite + nonfinite,
+    )
+    if state.i <= config.num_warmup:
+        state = _adapt(state, config)
+    return state
+
+
+def _adapt(state: CoreState, config: Config) -> CoreState:
+    """Warm-up only: step size, training window, scheduled flow fits."""
+    it = state.i - 1  # the iteration just done
+    da = copy.copy(state.adapt.dual_averaging)
+    if config.num_local_steps:
+        da.step(config.target_accept_prob - float(state.local_accept_prob.mean()))
+        x_t, x_avg = da.get_state()
+        log_step = x_avg if it == config.num_warmup - 1 else x_t
+        step_size = torch.full_like(state.step_size, math.exp(log_step))
+    else:
+        step_size = state.step_size
+    schedule = config.schedule
+    window = state.adapt.window.clone()
+    window[it % schedule.window] = state.position
+    adapt = state.adapt._replace(dual_averaging=da, window=window)
+    state = state._replace(step_size=step_size, adapt=adapt)
+    if it not in schedule.fit_iterations:
+        return state
+    flow, losses = _fit(state, config)
+    adapt = state.adapt._replace(
+        # Step-size adaptation restarts: the walkers' distribution just changed.
+        dual_averaging=_da_start(float(state.step_size[0])),
+        num_fits=state.adapt.num_fits + 1,
+        fit_losses=losses,
+    )
+    return state._replace(flow=flow, adapt=adapt)

@@ -1,0 +1,297 @@
+"""``FlowMCMC``: Pyro's ``MCMCKernel`` interface over :mod:`ebmppl.pyro.kernels.core`."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Callable
+
+import torch
+from pyro.infer.autoguide.initialization import init_to_uniform
+from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
+
+from ebmppl.pyro.flows import as_flow_module, check_flow, default_flow
+from ebmppl.pyro.kernels import core
+from ebmppl.pyro.kernels.target import Layout, model_target, potential_fn_target
+from ebmppl.schedule import WarmupSchedule
+
+__all__ = ["FlowMCMC"]
+
+SAMPLE_STATS = ("accept_prob", "potential_energy", "global_accept_prob", "local_accept_prob")
+
+
+class FlowMCMC(MCMCKernel):
+    """Flow-assisted MCMC: local MALA/HMC moves plus global moves from a normalizing flow.
+
+    Pyro has no vectorized chains, so this kernel advances ``num_walkers``
+    walkers together inside one Pyro chain, as tensor operations; they share
+    one flow, which is fitted by forward KL to the recent states of every
+    walker during warm-up (see :class:`~ebmppl.WarmupSchedule`) and frozen
+    afterwards. Each iteration makes one global i-SIR move with
+    ``num_particles`` candidates (independent Metropolis-Hastings when
+    ``num_particles=2``), then ``num_local_steps`` MALA moves (HMC with
+    ``local_kernel="hmc"``) whose step size is adapted during warm-up. It
+    works on the unconstrained latent space of any model with continuous
+    latent sites and reports draws in the constrained space.
+
+    Run it with ``MCMC(kernel, num_samples, warmup_steps)`` (one Pyro
+    chain): every site of ``mcmc.get_samples()`` then has a walker axis
+    after the draw axis, ``(num_samples, num_walkers, *site_shape)``, and
+    :func:`ebmppl.diagnostics.to_arviz` turns walkers into ArviZ chains.
+    The model is evaluated for all walkers at once in an outermost
+    ``pyro.plate``, so it must broadcast like a model run with Pyro's
+    ``vectorize_particles=True``. Randomness comes from torch's generator:
+    seed it with ``pyro.set_rng_seed``.
+
+    Args:
+        model: a Pyro model (exactly one of ``model``, ``potential_fn``).
+        potential_fn: potential energy (negative log density) of one walker's
+            unconstrained parameters, a dict of tensors; it is vectorized
+            with ``torch.func.vmap``. Then ``initial_params`` must be given
+            to ``MCMC``, with a leading axis of size ``num_walkers``.
+        num_walkers: walkers moved together; ``None`` for the leading size of
+            ``initial_params`` if given, else 40.
+        flow: the proposal: ``None`` for :func:`~ebmppl.pyro.flows.default_flow`
+            (a zuko rational-quadratic spline coupling flow), a factory
+            ``dim -> flow``, or a flow with an exact inverse (a zuko flow or a
+            Pyro ``TransformedDistribution`` of ``TransformModule`` s) of
+            event shape ``(D,)``. A flow instance is used as given (on
+            whitened coordinates once refitted) from the first iteration;
+            fresh restarts need a factory.
+        num_particles: i-SIR candidates per walker, the current state included.
+        num_local_steps: local moves per iteration.
+        local_kernel: ``"mala"`` or ``"hmc"``.
+        num_leapfrog: leapfrog steps per HMC move (1 for MALA).
+        step_size: initial local step size.
+        target_accept_prob: local acceptance that step-size adaptation aims at.
+        schedule: the :class:`~ebmppl.WarmupSchedule`; ``None`` for
+            ``WarmupSchedule.default(warmup_steps)``.
+        init_strategy: Pyro init strategy when ``model`` is given.
+
+    Example:
+        >>> import torch, pyro, pyro.distributions as dist
+        >>> from pyro.infer import MCMC
+        >>> from ebmppl.pyro import FlowMCMC
+        >>> def model():
+        ...     pyro.sample("x", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+        >>> pyro.set_rng_seed(0)
+        >>> mcmc = MCMC(FlowMCMC(model, num_walkers=8), warmup_steps=100, num_samples=50,
+        ...             disable_progbar=True)
+        >>> mcmc.run()
+        >>> mcmc.get_samples()["x"].shape
+        torch.Size([50, 8, 2])
+    """
+
+    def __init__(
+        self,
+        model: Callable | None = None,
+        *,
+        potential_fn: Callable | None = None,
+        num_walkers: int | None = None,
+        flow: Any = None,
+        num_particles: int = 8,
+        num_local_steps: int = 3,
+        local_kernel: str = "mala",
+        num_leapfrog: int | None = None,
+        step_size: float = 0.1,
+        target_accept_prob: float = 0.65,
+        schedule: WarmupSchedule | None = None,
+        init_strategy: Callable = init_to_uniform,
+    ):
+        if (model is None) == (potential_fn is None):
+            raise ValueError("FlowMCMC needs exactly one of `model` and `potential_fn`")
+        if local_kernel not in ("mala", "hmc"):
+            raise ValueError(f"local_kernel must be 'mala' or 'hmc', got {local_kernel!r}")
+        if num_leapfrog is None:
+            num_leapfrog = 1 if local_kernel == "mala" else 8
+        if local_kernel == "mala" and num_leapfrog != 1:
+            raise ValueError("MALA makes one leapfrog step: use local_kernel='hmc' for more")
+        if num_particles < 2 or num_local_steps < 0 or num_leapfrog < 1 or step_size <= 0:
+            raise ValueError(
+                "need num_particles >= 2, num_local_steps >= 0, num_leapfrog >= 1, step_size > 0; "
+                f"got {num_particles}, {num_local_steps}, {num_leapfrog}, {step_size}"
+            )
+        if not 0.0 < target_accept_prob < 1.0:
+            raise ValueError(f"target_accept_prob must lie in (0, 1), got {target_accept_prob}")
+        if num_walkers is not None and num_walkers < 2:
+            raise ValueError(f"FlowMCMC needs num_walkers >= 2, got {num_walkers}")
+        self.model = model
+        self.potential_fn = potential_fn
+        self.transforms = None
+        self._num_walkers = num_walkers
+        self._flow = flow
+        self._num_particles = num_particles
+        self._num_local_steps = num_local_steps
+        self._num_leapfrog = num_leapfrog
+        self._step_size = float(step_size)
+        self._target_accept_prob = float(target_accept_prob)
+        self._schedule = schedule
+        self._init_strategy = init_strategy
+        self._initial_params = None
+        self._user_initial_params = None
+        self._state: core.CoreState | None = None
+        self._runs: list[dict[str, list]] = []
+
+    # --- what Pyro's MCMC reads ------------------------------------------------------
+    @property
+    def initial_params(self) -> dict[str, torch.Tensor]:
+        return self._initial_params
+
+    @initial_params.setter
+    def initial_params(self, params: dict[str, torch.Tensor]) -> None:
+        self._user_initial_params = params
+        self._initial_params = params
+
+    @property
+    def num_walkers(self) -> int | None:
+        """Walkers moved together (known once ``setup`` has run, or when given)."""
+        return self._num_walkers
+
+    @property
+    def schedule(self) -> WarmupSchedule | None:
+        """The warm-up schedule in use (known once ``setup`` has seen ``warmup_steps``)."""
+        return self._schedule
+
+    @property
+    def state(self) -> core.CoreState | None:
+        """The current :class:`~ebmppl.pyro.kernels.core.CoreState` (walkers, flow, adaptation)."""
+        return self._state
+
+    @property
+    def sample_stats(self) -> list[dict[str, torch.Tensor]]:
+        """Per-draw statistics of each run's samples (one dict per Pyro chain run in this process).
+
+        Keys ``accept_prob``, ``potential_energy``, ``global_accept_prob`` and
+        ``local_accept_prob``, each of shape ``(num_walkers, num_samples)``.
+        """
+        return [
+            {name: torch.stack(values, dim=1) if values else torch.zeros(0) for name, values in run.items()}
+            for run in self._runs
+        ]
+
+    def setup(self, warmup_steps: int, *args, **kwargs) -> None:
+        user_params = self._user_initial_params
+        num_walkers = self._resolve_num_walkers(user_params)
+        if self.model is not None:
+            target, layout, params, transforms = model_target(
+                self.model,
+                args,
+                kwargs,
+                num_walkers=num_walkers,
+                init_strategy=self._init_strategy,
+                initial_params=user_params,
+            )
+            self.transforms = transforms
+        else:
+            if user_params is None:
+                raise ValueError("FlowMCMC with `potential_fn` needs `initial_params` (in MCMC)")
+            params = user_params
+            layout = Layout.of(params)
+            target = potential_fn_target(self.potential_fn, layout)
+            self.transforms = {}
+        position = layout.flatten({k: torch.as_tensor(v) for k, v in params.items()})
+        position = position.to(torch.get_default_dtype()).detach()
+        dim = position.shape[1]
+
+        schedule = WarmupSchedule.default(warmup_steps) if self._schedule is None else self._schedule
+        schedule.validate(warmup_steps)
+        self._schedule = schedule
+        flow, factory, ready = self._build_flow(dim)
+        config = core.Config(
+            num_warmup=warmup_steps,
+            num_local_steps=self._num_local_steps,
+            num_leapfrog=self._num_leapfrog,
+            num_particles=self._num_particles,
+            target_accept_prob=self._target_accept_prob,
+            schedule=schedule,
+            flow_factory=factory,
+        )
+        state = core.init(position, target, flow, config, self._step_size, ready)
+        _check_initial_energy(state.logdensity)
+        self._target, self._layout, self._config, self._state = target, layout, config, state
+        self._initial_params = layout.unflatten(position)
+        self._runs.append({name: [] for name in SAMPLE_STATS})
+
+    def sample(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        state = core.step(self._state, self._target, self._config)
+        self._state = state
+        if state.i > self._config.num_warmup:
+            record = self._runs[-1]
+            record["accept_prob"].append(state.accept_prob)
+            record["potential_energy"].append(-state.logdensity)
+            record["global_accept_prob"].append(state.global_accept_prob)
+            record["local_accept_prob"].append(state.local_accept_prob)
+        return self._layout.unflatten(state.position)
+
+    def logging(self) -> OrderedDict:
+        state = self._state
+        return OrderedDict(
+            [
+                ("global acc", f"{float(state.global_accept_prob.mean()):.2f}"),
+                ("local acc", f"{float(state.local_accept_prob.mean()):.2f}"),
+                ("step", f"{float(state.step_size[0]):.2e}"),
+            ]
+        )
+
+    def diagnostics(self) -> dict:
+        stats = self.sample_stats[-1]
+        summary = {
+            "acceptance rate": stats["accept_prob"].mean().item(),
+            "global acceptance rate": stats["global_accept_prob"].mean().item(),
+            "local acceptance rate": stats["local_accept_prob"].mean().item(),
+        }
+        summary["num nonfinite"] = int(self._state.num_nonfinite.sum())
+        return summary
+
+    def cleanup(self) -> None:
+        """Nothing to release: the state stays readable after the run."""
+
+    # --- helpers -----------------------------------------------------------------------
+    def _resolve_num_walkers(self, params) -> int:
+        if params is None:
+            if self._num_walkers is None:
+                self._num_walkers = 40
+            return self._num_walkers
+        sizes = {v.shape[0] if torch.as_tensor(v).dim() else None for v in params.values()}
+        if len(sizes) != 1 or None in sizes:
+            raise ValueError("initial_params need the same leading (walker) axis on every site")
+        (size,) = sizes
+        if self._num_walkers is None:
+            self._num_walkers = size
+        if size != self._num_walkers or size < 2:
+            raise ValueError(
+                f"initial_params have {size} walkers (leading axis) but num_walkers is "
+                f"{self._num_walkers}; FlowMCMC needs at least 2"
+            )
+        return size
+
+    def _build_flow(self, dim: int):
+        """The initial flow, the factory for fresh restarts, and whether moves start now."""
+        if self._flow is None:
+            factory = default_flow
+        elif isinstance(self._flow, (torch.nn.Module, torch.distributions.TransformedDistribution)):
+            flow = as_flow_module(self._flow)
+            check_flow(flow, dim)
+            return flow.to(torch.get_default_dtype()), None, True
+        elif callable(self._flow):
+            factory = self._flow
+        else:
+            raise TypeError(f"flow must be None, a factory dim -> flow, or a flow; got {self._flow!r}")
+
+        def build(d: int):
+            return as_flow_module(factory(d)).to(torch.get_default_dtype())
+
+        flow = build(dim)
+        check_flow(flow, dim)
+        return flow, build, False
+
+
+def _check_initial_energy(logdensity: torch.Tensor) -> None:
+    finite = torch.isfinite(logdensity)
+    if not finite.any():
+        raise ValueError(
+            "FlowMCMC: the energy (potential) is NaN or infinite at every initial point; "
+            "check the model or potential_fn"
+        )
+    if not finite.all():
+        bad = torch.nonzero(~finite).flatten().tolist()
+        raise ValueError(f"FlowMCMC: the energy is NaN or infinite at the initial point of walkers {bad}")

@@ -1,0 +1,90 @@
+"""Local moves: HMC with an identity mass matrix, MALA being one leapfrog step.
+
+Every function works on a batch of walkers ``position`` of shape ``(C, D)``
+and a log density ``logdensity_and_grad(position) -> ((C,), (C, D))``.
+Proposals whose log density or gradient is not finite are rejected and
+counted. Randomness comes from torch's generator (Pyro's, seeded with
+``pyro.set_rng_seed``).
+
+Example:
+    >>> import torch
+    >>> from ebmppl.pyro.kernels.local import hmc_step, LocalState
+    >>> fn = lambda x: (-0.5 * (x**2).sum(-1), -x)
+    >>> x = torch.zeros(4, 2); state = LocalState(x, *fn(x))
+    >>> state, info = hmc_step(state, fn, torch.full((4,), 0.5), 1)
+    >>> info.accept_prob.shape
+    torch.Size([4])
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import torch
+
+__all__ = ["LocalInfo", "LocalState", "hmc_step"]
+
+
+class LocalState(NamedTuple):
+    """Walkers and what is cached about them.
+
+    Attributes:
+        position: shape ``(C, D)``.
+        logdensity: shape ``(C,)``, the target's log density at ``position``.
+        grad: shape ``(C, D)``, its gradient.
+    """
+
+    position: torch.Tensor
+    logdensity: torch.Tensor
+    grad: torch.Tensor
+
+
+class LocalInfo(NamedTuple):
+    """What one local move reports.
+
+    Attributes:
+        accept_prob: shape ``(C,)``, Metropolis acceptance probability.
+        num_nonfinite: shape ``(C,)``, 1 where the proposal's log density or
+            gradient was not finite (and so was rejected).
+    """
+
+    accept_prob: torch.Tensor
+    num_nonfinite: torch.Tensor
+
+
+def hmc_step(
+    state: LocalState,
+    logdensity_and_grad: Callable,
+    step_size: torch.Tensor,
+    num_leapfrog: int,
+) -> tuple[LocalState, LocalInfo]:
+    """One Metropolis-adjusted HMC move of every walker (MALA if ``num_leapfrog == 1``).
+
+    Args:
+        state: the walkers.
+        logdensity_and_grad: batched log density and gradient.
+        step_size: shape ``(C,)``, leapfrog step size per walker.
+        num_leapfrog: number of leapfrog steps.
+
+    Returns:
+        The new state and a :class:`LocalInfo`.
+    """
+    eps = step_size[:, None]
+    momentum = torch.randn_like(state.position)
+    position, logdensity, grad, p = state.position, state.logdensity, state.grad, momentum
+    for _ in range(num_leapfrog):
+        p = p + 0.5 * eps * grad
+        position = position + eps * p
+        logdensity, grad = logdensity_and_grad(position)
+        p = p + 0.5 * eps * grad
+    log_ratio = (logdensity - 0.5 * (p**2).sum(-1)) - (state.logdensity - 0.5 * (momentum**2).sum(-1))
+    finite = torch.isfinite(log_ratio) & torch.isfinite(grad).all(-1)
+    log_ratio = torch.where(finite, log_ratio, torch.full_like(log_ratio, -torch.inf))
+    accept = torch.rand_like(log_ratio).log() < log_ratio
+    new_state = LocalState(
+        torch.where(accept[:, None], position, state.position),
+        torch.where(accept, logdensity, state.logdensity),
+        torch.where(accept[:, None], grad, state.grad),
+    )
+    info = LocalInfo(log_ratio.clamp(max=0.0).exp(), (~finite).to(torch.int64))
+    return new_state, info

@@ -1,0 +1,214 @@
+"""The log density of a batch of walkers, from a Pyro model or a ``potential_fn``.
+
+Pyro has no vectorized chains, so :class:`~ebmppl.pyro.FlowMCMC` moves a
+batch of walkers inside one Pyro chain. A model is evaluated for all walkers
+at once under an outermost ``pyro.plate`` over walkers (the way Pyro
+vectorizes ELBO particles); a ``potential_fn`` of one walker's parameters is
+vectorized with ``torch.func.vmap``. Either way the result is a
+:class:`~ebmppl.pyro.kernels.core.Target` on flat positions ``(C, D)``.
+
+Example:
+    >>> import torch, pyro, pyro.distributions as dist
+    >>> from ebmppl.pyro.kernels.target import model_target
+    >>> def model():
+    ...     pyro.sample("s", dist.LogNormal(0.0, 1.0))
+    >>> target, layout, _, _ = model_target(model, (), {}, num_walkers=3)
+    >>> target.logdensity(torch.zeros(3, 1))  # log N(0; 0, 1), log|d exp/du| = 0 at u = 0
+    tensor([-0.9189, -0.9189, -0.9189])
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.distributions.util import scale_and_mask
+from pyro.infer.autoguide.initialization import init_to_uniform
+from pyro.infer.mcmc.util import initialize_model
+
+from ebmppl.pyro.kernels.core import Target
+
+__all__ = ["Layout", "model_target", "potential_fn_target"]
+
+WALKERS = "_ebmppl_walkers"
+
+
+class Layout(NamedTuple):
+    """How a dict of unconstrained sites maps to flat positions ``(C, D)``.
+
+    Attributes:
+        names: site names, sorted (Pyro's order for samples).
+        shapes: each site's unconstrained shape for one walker.
+    """
+
+    names: tuple[str, ...]
+    shapes: tuple[torch.Size, ...]
+
+    @classmethod
+    def of(cls, params: dict[str, torch.Tensor]) -> "Layout":
+        """The layout of ``params``, each with a leading walker axis."""
+        names = tuple(sorted(params))
+        return cls(names, tuple(params[name].shape[1:] for name in names))
+
+    @property
+    def dim(self) -> int:
+        return sum(shape.numel() for shape in self.shapes)
+
+    def flatten(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``{name: (C, *shape)}`` to ``(C, D)``."""
+        return torch.cat([params[name].reshape(params[name].shape[0], -1) for name in self.names], dim=1)
+
+    def unflatten(self, position: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``(C, D)`` to ``{name: (C, *shape)}``."""
+        sizes = [shape.numel() for shape in self.shapes]
+        parts = torch.split(position, sizes, dim=1)
+        return {
+            name: part.reshape((position.shape[0],) + shape)
+            for name, part, shape in zip(self.names, parts, self.shapes)
+        }
+
+
+def with_grad(logdensity: Callable) -> Callable:
+    """``x -> (logdensity(x), d logdensity / dx)`` by autograd (walkers are independent)."""
+
+    def logdensity_and_grad(position: torch.Tensor):
+        x = position.detach().requires_grad_(True)
+        with torch.enable_grad():
+            value = logdensity(x)
+            grad = None
+            if value.requires_grad:
+                (grad,) = torch.autograd.grad(value.sum(), x, allow_unused=True)
+        grad = torch.zeros_like(x) if grad is None else grad
+        return value.detach(), grad.detach()
+
+    return logdensity_and_grad
+
+
+def _no_grad(logdensity: Callable) -> Callable:
+    def evaluate(position: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return logdensity(position)
+
+    return evaluate
+
+
+def potential_fn_target(potential_fn: Callable, layout: Layout) -> Target:
+    """The target of a ``potential_fn`` of one walker's unconstrained parameters (a dict)."""
+    batched = torch.func.vmap(potential_fn)
+
+    def logdensity(position: torch.Tensor) -> torch.Tensor:
+        try:
+            energy = batched(layout.unflatten(position))
+        except RuntimeError as err:
+            raise ValueError(
+                "FlowMCMC evaluates potential_fn on all walkers at once with torch.func.vmap; "
+                f"it failed ({err}). Write potential_fn with torch operations only (no .item(), "
+                "no Python branching on tensor values, no in-place updates of its inputs)."
+            ) from err
+        if energy.shape != position.shape[:1]:
+            raise ValueError(
+                f"the potential must return a scalar per walker, got shape {tuple(energy.shape[1:])}"
+            )
+        return -energy
+
+    return Target(_no_grad(logdensity), with_grad(logdensity))
+
+
+def model_target(
+    model: Callable,
+    model_args: tuple,
+    model_kwargs: dict,
+    *,
+    num_walkers: int,
+    init_strategy: Callable = init_to_uniform,
+    initial_params: dict | None = None,
+) -> tuple[Target, Layout, dict, dict]:
+    """The batched target of a Pyro model's latent sites, in unconstrained space.
+
+    Args:
+        model: a Pyro model with continuous latent sites.
+        model_args, model_kwargs: its arguments.
+        num_walkers: ``C``, the number of walkers.
+        init_strategy: Pyro init strategy for the walkers' starting points.
+        initial_params: unconstrained starting points ``{name: (C, *shape)}``;
+            drawn with ``init_strategy`` when ``None``.
+
+    Returns:
+        ``(target, layout, initial_params, transforms)``: ``transforms`` maps
+        each latent site to its transform into unconstrained space.
+
+    Raises:
+        ValueError: discrete latent sites, or no valid starting point.
+    """
+    try:
+        found, _, transforms, trace = initialize_model(
+            model,
+            model_args,
+            model_kwargs,
+            num_chains=num_walkers,
+            init_strategy=init_strategy,
+            initial_params=initial_params,
+        )
+    except (ValueError, RuntimeError) as err:
+        if "valid initial" not in str(err) and "initial params" not in str(err):
+            raise
+        raise ValueError(
+            "FlowMCMC could not initialise: the model's log density (energy) is not finite "
+            f"at any initial point tried ({err})"
+        ) from err
+    discrete = [
+        name
+        for name, site in trace.iter_stochastic_nodes()
+        if getattr(site["fn"], "has_enumerate_support", False)
+    ]
+    if discrete:
+        raise ValueError(f"FlowMCMC needs continuous latent sites; {discrete} are discrete")
+    if num_walkers == 1:
+        found = {name: value[None] for name, value in found.items()}
+    layout = Layout.of(found)
+    value_shapes = {name: trace.nodes[name]["value"].shape for name in layout.names}
+    batch_dims = {name: len(trace.nodes[name]["fn"].batch_shape) for name in layout.names}
+    nesting = _max_batch_dims(trace)
+
+    def logdensity(position: torch.Tensor) -> torch.Tensor:
+        num = position.shape[0]
+        values, log_det = {}, torch.zeros(num, dtype=position.dtype)
+        for name, u in layout.unflatten(position).items():
+            to_constrained = transforms[name].inv
+            value = to_constrained(u)
+            jacobian = to_constrained.log_abs_det_jacobian(u, value)
+            log_det = log_det + jacobian.reshape(num, -1).sum(1)
+            extra = nesting - batch_dims[name]
+            values[name] = value.reshape((num,) + (1,) * extra + value_shapes[name])
+        with pyro.plate(WALKERS, num, dim=-nesting - 1):
+            trace = poutine.trace(poutine.condition(model, values)).get_trace(
+                *model_args, **model_kwargs
+            )
+        log_joint = log_det
+        for site in trace.nodes.values():
+            if site["type"] != "sample" or type(site["fn"]).__name__ == "_Subsample":
+                continue
+            log_prob = site["fn"].log_prob(site["value"])
+            log_prob = scale_and_mask(log_prob, site["scale"], site["mask"])
+            if not torch.is_tensor(log_prob):
+                log_prob = torch.as_tensor(log_prob, dtype=position.dtype)
+            log_prob = log_prob.reshape((1,) * (nesting + 1 - log_prob.dim()) + log_prob.shape)
+            log_joint = log_joint + log_prob.reshape(log_prob.shape[0], -1).sum(1)
+        return log_joint
+
+    return Target(_no_grad(logdensity), with_grad(logdensity)), layout, found, transforms
+
+
+def _max_batch_dims(trace) -> int:
+    """Dims the model uses left of the event dims: plates and site batch shapes."""
+    nesting = 0
+    for site in trace.nodes.values():
+        if site["type"] != "sample":
+            continue
+        for frame in site["cond_indep_stack"]:
+            if frame.vectorized and frame.dim is not None:
+                nesting = max(nesting, -frame.dim)
+        nesting = max(nesting, len(getattr(site["fn"], "batch_shape", ())))
+    return nesting
