@@ -14,7 +14,127 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["mode_weight_mcse", "mode_weight_zscores"]
+__all__ = ["mode_weight_mcse", "mode_weight_zscores", "to_arviz"]
+
+# Kernel statistics and their ArviZ names; lp is minus the potential energy.
+_STAT_NAMES = {
+    "accept_prob": "acceptance_rate",
+    "global_accept_prob": "global_acceptance_rate",
+    "local_accept_prob": "local_acceptance_rate",
+    "diverging": "diverging",
+}
+
+
+def to_arviz(mcmc):
+    """ArviZ data of a Pyro or NumPyro ``MCMC`` run, on ArviZ 0.23 and 1.x alike.
+
+    The ``posterior`` group has one chain per walker (ebmppl's Pyro
+    ``FlowMCMC``, whose walkers share one Pyro chain) or per chain, and the
+    sites' values in their constrained space. ``sample_stats`` has what the
+    kernel reported: ``acceptance_rate``, ``lp`` (the log density, minus the
+    potential energy), ``global_acceptance_rate`` and
+    ``local_acceptance_rate`` for ``FlowMCMC``; ``diverging`` for NUTS/HMC.
+    It is built with ``az.from_dict``, so it is an ``InferenceData`` on ArviZ
+    0.x and a ``DataTree`` on ArviZ 1.x.
+
+    Args:
+        mcmc: a ``pyro.infer.MCMC`` or ``numpyro.infer.MCMC`` that has run.
+
+    Returns:
+        The ArviZ data, with groups ``posterior`` and ``sample_stats``.
+
+    Example:
+        >>> import torch, pyro, pyro.distributions as dist
+        >>> from pyro.infer import MCMC
+        >>> from ebmppl.pyro import FlowMCMC
+        >>> from ebmppl.diagnostics import to_arviz
+        >>> def model():
+        ...     pyro.sample("x", dist.Normal(0.0, 1.0))
+        >>> pyro.set_rng_seed(0)
+        >>> mcmc = MCMC(FlowMCMC(model, num_walkers=4), warmup_steps=50, num_samples=30,
+        ...             disable_progbar=True)
+        >>> mcmc.run()
+        >>> data = to_arviz(mcmc)
+        >>> data["posterior"]["x"].shape, data["sample_stats"]["lp"].shape
+        ((4, 30), (4, 30))
+    """
+    module = type(mcmc).__module__.split(".")[0]
+    if module == "pyro":
+        posterior, stats = _from_pyro(mcmc)
+    elif module == "numpyro":
+        posterior, stats = _from_numpyro(mcmc)
+    else:
+        raise TypeError(f"to_arviz takes a Pyro or NumPyro MCMC, got {type(mcmc).__name__}")
+    return _from_dict(posterior, stats)
+
+
+def _from_dict(posterior: dict, sample_stats: dict):
+    import arviz as az
+
+    if int(az.__version__.split(".")[0]) >= 1:
+        groups = {"posterior": posterior}
+        if sample_stats:
+            groups["sample_stats"] = sample_stats
+        return az.from_dict(groups)
+    return az.from_dict(posterior=posterior, sample_stats=sample_stats or None)
+
+
+def _numpy(value) -> np.ndarray:
+    if hasattr(value, "detach"):
+        value = value.detach().cpu()
+    return np.asarray(value)
+
+
+def _from_numpyro(mcmc) -> tuple[dict, dict]:
+    posterior = {name: _numpy(v) for name, v in mcmc.get_samples(group_by_chain=True).items()}
+    extra = {name: _numpy(v) for name, v in mcmc.get_extra_fields(group_by_chain=True).items()}
+    stats = {_STAT_NAMES[name]: v for name, v in extra.items() if name in _STAT_NAMES}
+    if "potential_energy" in extra:
+        stats["lp"] = -extra["potential_energy"]
+    return posterior, stats
+
+
+def _from_pyro(mcmc) -> tuple[dict, dict]:
+    samples = {name: _numpy(v) for name, v in mcmc.get_samples(group_by_chain=True).items()}
+    kernel = mcmc.kernel
+    if not type(kernel).__module__.startswith("ebmppl.pyro"):  # one walker per Pyro chain
+        return samples, _pyro_divergences(mcmc, samples)
+    runs = [run for run in kernel.sample_stats if run["accept_prob"].numel()]
+    # (chains, draws, walkers, ...) -> (chains * walkers, draws, ...)
+    posterior = {}
+    for name, v in samples.items():
+        v = np.moveaxis(v, 2, 1)
+        posterior[name] = v.reshape((-1,) + v.shape[2:])
+    if len(runs) != mcmc.num_chains:
+        import warnings
+
+        warnings.warn(
+            "the kernel's per-draw statistics stay in the worker processes when Pyro runs "
+            "chains in parallel: sample_stats is left out (run FlowMCMC in one Pyro chain; "
+            "its walkers are the chains)",
+            stacklevel=3,
+        )
+        return posterior, {}
+    stats = {}
+    for name in runs[0]:
+        value = np.concatenate([_numpy(run[name]) for run in runs])
+        if name == "potential_energy":
+            stats["lp"] = -value
+        else:
+            stats[_STAT_NAMES[name]] = value
+    return posterior, stats
+
+
+def _pyro_divergences(mcmc, samples) -> dict:
+    divergences = mcmc.diagnostics().get("divergences")
+    if not samples or not isinstance(divergences, dict):
+        return {}
+    num_chains, num_draws = next(iter(samples.values())).shape[:2]
+    diverging = np.zeros((num_chains, num_draws), bool)
+    for chain in range(num_chains):
+        index = np.asarray(divergences.get(f"chain {chain}", []), int)
+        diverging[chain, index[(index >= 0) & (index < num_draws)]] = True
+    return {"diverging": diverging}
 
 
 def mode_weight_mcse(labels) -> tuple[np.ndarray, np.ndarray]:

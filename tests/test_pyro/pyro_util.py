@@ -1,0 +1,27 @@
+"""Helpers shared by the Pyro tests."""
+
+import numpy as np
+import pyro
+from pyro.infer import MCMC
+
+from ebmppl.pyro import FlowMCMC
+
+
+def run_flow_mcmc(seed=0, *, initial_params=None, num_warmup=500, num_samples=500, model_args=(),
+                  **kernel_kwargs):
+    """Run FlowMCMC under Pyro's MCMC (one Pyro chain of walkers); returns the MCMC object."""
+    pyro.set_rng_seed(seed)
+    mcmc = MCMC(FlowMCMC(**kernel_kwargs), num_samples=num_samples, warmup_steps=num_warmup,
+                initial_params=initial_params, disable_progbar=True)
+    mcmc.run(*model_args)
+    return mcmc
+
+
+def draws(mcmc, site="x"):
+    """Draws grouped by walker as numpy, shape (walkers, draws, ...)."""
+    return np.moveaxis(mcmc.get_samples()[site].numpy(), 1, 0)
+
+
+def stats(mcmc):
+    """The kernel's per-draw statistics, each of shape (walkers, draws)."""
+    return {name: value.numpy() for name, value in mcmc.kernel.sample_stats[-1].items()}
