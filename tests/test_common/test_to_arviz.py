@@ -37,7 +37,6 @@ def pyro_flow_mcmc():
         pyro.sample("scale", pdist.LogNormal(0.0, 0.5))
         pyro.sample("loc", pdist.Normal(1.0, 2.0).expand([3]).to_event(1))
 
-    torch.set_num_threads(1)
     pyro.set_rng_seed(0)
     mcmc = PyroMCMC(ebmppl.pyro.FlowMCMC(model, num_walkers=10), num_samples=100, warmup_steps=200,
                     disable_progbar=True)

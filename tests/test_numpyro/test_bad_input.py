@@ -10,7 +10,7 @@ from flowjax.flows import block_neural_autoregressive_flow
 from numpyro.infer import MCMC
 
 from ebmppl.numpyro import FlowMCMC, Potential
-from npy_util import draws, run_flow_mcmc
+from .npy_util import draws, run_flow_mcmc
 
 
 def test_energy_of_wrong_output_shape_names_both_shapes():

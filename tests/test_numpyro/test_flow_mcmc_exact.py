@@ -10,7 +10,7 @@ from scipy import stats
 
 from ebmppl.datasets import GaussianMixture
 from ebmppl.numpyro.flows import default_flow
-from npy_util import draws, run_flow_mcmc
+from .npy_util import draws, run_flow_mcmc
 
 
 def std_normal_potential(x):

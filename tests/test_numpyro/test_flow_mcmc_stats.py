@@ -11,7 +11,7 @@ import pytest
 from ebmppl.datasets import bimodal_pair, line_of_four
 from ebmppl.diagnostics import mode_weight_zscores
 from ebmppl.numpyro import WarmupSchedule
-from npy_util import draws, run_flow_mcmc
+from .npy_util import draws, run_flow_mcmc
 
 LOCAL_ONLY = WarmupSchedule.default(500).replace(fit_iterations=())
 

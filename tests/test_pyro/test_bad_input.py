@@ -9,7 +9,7 @@ import torch
 import zuko
 
 from ebmppl.pyro import FlowMCMC, Potential
-from pyro_util import draws, run_flow_mcmc, stats
+from .pyro_util import draws, run_flow_mcmc, stats
 
 
 def test_energy_of_wrong_output_shape_names_both_shapes():

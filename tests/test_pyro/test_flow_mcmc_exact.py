@@ -9,7 +9,7 @@ from scipy import stats as scipy_stats
 
 from ebmppl.datasets import GaussianMixture
 from ebmppl.pyro.flows import default_flow
-from pyro_util import draws, run_flow_mcmc, stats
+from .pyro_util import draws, run_flow_mcmc, stats
 
 
 def std_normal_potential(params):

@@ -10,7 +10,7 @@ import torch
 from ebmppl.datasets import bimodal_pair, line_of_four
 from ebmppl.diagnostics import mode_weight_zscores, to_arviz
 from ebmppl.pyro import WarmupSchedule
-from pyro_util import draws, run_flow_mcmc
+from .pyro_util import draws, run_flow_mcmc
 
 LOCAL_ONLY = WarmupSchedule.default(500).replace(fit_iterations=())
 

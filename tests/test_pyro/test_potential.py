@@ -44,7 +44,6 @@ def test_nuts_samples_a_potential_site_with_positive_support():
     def model():
         pyro.sample("x", Potential(lambda x: x, event_shape=(), support=dist.constraints.positive))
 
-    torch.set_num_threads(1)
     chains = []
     for seed in (0, 1):
         pyro.set_rng_seed(seed)
