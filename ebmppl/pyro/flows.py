@@ -56,10 +56,11 @@ class Whitening(NamedTuple):
     log_det: torch.Tensor
 
 
-def identity_whitening(dim: int, dtype: torch.dtype = torch.float32) -> Whitening:
+def identity_whitening(dim: int, dtype: torch.dtype = torch.float32, device=None) -> Whitening:
     """The whitening that leaves coordinates unchanged."""
-    eye = torch.eye(dim, dtype=dtype)
-    return Whitening(torch.zeros(dim, dtype=dtype), eye, eye, torch.zeros((), dtype=dtype))
+    eye = torch.eye(dim, dtype=dtype, device=device)
+    zeros = torch.zeros(dim, dtype=dtype, device=device)
+    return Whitening(zeros, eye, eye, torch.zeros((), dtype=dtype, device=device))
 
 
 def _interleaved_order(dim: int) -> torch.Tensor:
@@ -98,11 +99,11 @@ def fit_whitening(points: torch.Tensor, jitter: float = 1e-6) -> Whitening:
     eigvals = eigvals.clamp(min=0.0) + jitter * (eigvals.mean() + 1e-12)
     order = torch.argsort(-eigvals)
     eigvals, eigvecs = eigvals[order], eigvecs[:, order]
-    slots = _interleaved_order(dim)
+    slots = _interleaved_order(dim).to(cov.device)
     scale = eigvals.sqrt()
-    matrix = torch.zeros(dim, dim, dtype=cov.dtype)
+    matrix = torch.zeros(dim, dim, dtype=cov.dtype, device=cov.device)
     matrix[:, slots] = eigvecs * scale
-    inverse = torch.zeros(dim, dim, dtype=cov.dtype)
+    inverse = torch.zeros(dim, dim, dtype=cov.dtype, device=cov.device)
     inverse[slots, :] = (eigvecs / scale).T
     dtype = points.dtype
     return Whitening(loc, matrix.to(dtype), inverse.to(dtype), scale.log().sum().to(dtype))
@@ -237,7 +238,7 @@ def fit_flow(
         parameters = [p for p in flow.parameters() if p.requires_grad]
         optimizer = torch.optim.Adam(parameters, lr=learning_rate)
         for _ in range(num_steps):
-            batch = data[torch.randint(0, data.shape[0], (batch_size,))]
+            batch = data[torch.randint(0, data.shape[0], (batch_size,), device=data.device)]
             loss = -flow().log_prob(batch).mean()
             optimizer.zero_grad()
             loss.backward()
@@ -246,7 +247,7 @@ def fit_flow(
                 optimizer.step()
         with torch.no_grad():
             loss = -flow().log_prob(data).mean()
-        losses.append(loss if torch.isfinite(loss) else torch.tensor(math.inf))
+        losses.append(loss if torch.isfinite(loss) else torch.full_like(loss, math.inf))
     losses = torch.stack(losses)
     for flow in candidates:
         flow.requires_grad_(False)

@@ -148,13 +148,13 @@ def init(
     """The state of walkers at ``position`` (shape ``(C, D)``)."""
     num_walkers, dim = position.shape
     logdensity, grad = target.logdensity_and_grad(position)
-    zeros = torch.zeros(num_walkers, dtype=position.dtype)
+    zeros = torch.zeros_like(logdensity)
     restarts = config.schedule.fresh_restarts if config.flow_factory is not None else 0
     adapt = AdaptState(
         dual_averaging=_da_start(step_size),
-        window=torch.zeros((config.schedule.window, num_walkers, dim), dtype=position.dtype),
+        window=position.new_zeros((config.schedule.window, num_walkers, dim)),
         num_fits=0,
-        fit_losses=torch.full((restarts + 1,), math.nan),
+        fit_losses=position.new_full((restarts + 1,), math.nan),
     )
     flow.requires_grad_(False)
     return CoreState(
@@ -162,12 +162,12 @@ def init(
         position=position,
         logdensity=logdensity,
         grad=grad,
-        step_size=torch.full((num_walkers,), step_size, dtype=position.dtype),
+        step_size=position.new_full((num_walkers,), step_size),
         accept_prob=zeros,
         local_accept_prob=zeros,
         global_accept_prob=zeros,
-        num_nonfinite=torch.zeros(num_walkers, dtype=torch.int64),
-        flow=FlowState(flow, identity_whitening(dim, position.dtype), bool(flow_ready)),
+        num_nonfinite=torch.zeros(num_walkers, dtype=torch.int64, device=position.device),
+        flow=FlowState(flow, identity_whitening(dim, position.dtype, position.device), bool(flow_ready)),
         adapt=adapt,
     )
 
@@ -205,7 +205,10 @@ def _fit(state: CoreState, config: Config) -> tuple[FlowState, torch.Tensor]:
     whitened = (points - whitening.loc) @ whitening.inverse.T
     candidates = [fresh_copy(state.flow.flow)]
     if config.flow_factory is not None:
-        candidates += [config.flow_factory(points.shape[-1]).to(points.dtype) for _ in range(schedule.fresh_restarts)]
+        candidates += [
+            config.flow_factory(points.shape[-1]).to(points.device, points.dtype)
+            for _ in range(schedule.fresh_restarts)
+        ]
     flow, losses = fit_flow(
         candidates,
         whitened,
@@ -233,7 +236,7 @@ def step(state: CoreState, target: Target, config: Config) -> CoreState:
         walkers, info = hmc_step(walkers, target.logdensity_and_grad, state.step_size, config.num_leapfrog)
         nonfinite = nonfinite + info.num_nonfinite
         local_accepts.append(info.accept_prob)
-    local_accepts = torch.stack(local_accepts) if local_accepts else torch.zeros((0,) + global_accept.shape)
+    local_accepts = torch.stack(local_accepts) if local_accepts else global_accept.new_zeros((0,) + global_accept.shape)
     local_accept = local_accepts.mean(0) if config.num_local_steps else torch.zeros_like(global_accept)
     num_moves = config.num_local_steps + int(state.flow.ready)
     accept = (local_accepts.sum(0) + global_accept) / max(num_moves, 1)

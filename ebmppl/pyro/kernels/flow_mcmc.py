@@ -190,12 +190,13 @@ class FlowMCMC(MCMCKernel):
             self.transforms = {}
         position = layout.flatten({k: torch.as_tensor(v) for k, v in params.items()})
         position = position.to(torch.get_default_dtype()).detach()
+        device = position.device
         dim = position.shape[1]
 
         schedule = WarmupSchedule.default(warmup_steps) if self._schedule is None else self._schedule
         schedule.validate(warmup_steps)
         self._schedule = schedule
-        flow, factory, ready = self._build_flow(dim)
+        flow, factory, ready = self._build_flow(dim, device)
         config = core.Config(
             num_warmup=warmup_steps,
             num_local_steps=self._num_local_steps,
@@ -264,21 +265,21 @@ class FlowMCMC(MCMCKernel):
             )
         return size
 
-    def _build_flow(self, dim: int):
+    def _build_flow(self, dim: int, device: torch.device):
         """The initial flow, the factory for fresh restarts, and whether moves start now."""
         if self._flow is None:
             factory = default_flow
         elif isinstance(self._flow, (torch.nn.Module, torch.distributions.TransformedDistribution)):
-            flow = as_flow_module(self._flow)
+            flow = as_flow_module(self._flow).to(device, torch.get_default_dtype())
             check_flow(flow, dim)
-            return flow.to(torch.get_default_dtype()), None, True
+            return flow, None, True
         elif callable(self._flow):
             factory = self._flow
         else:
             raise TypeError(f"flow must be None, a factory dim -> flow, or a flow; got {self._flow!r}")
 
         def build(d: int):
-            return as_flow_module(factory(d)).to(torch.get_default_dtype())
+            return as_flow_module(factory(d)).to(device, torch.get_default_dtype())
 
         flow = build(dim)
         check_flow(flow, dim)

@@ -71,7 +71,7 @@ def isir_step(
     proposals, log_q = proposal_sample_and_log_prob((num_walkers, num_particles - 1))
     log_p = logdensity_fn(proposals.reshape(-1, dim)).reshape(num_walkers, num_particles - 1)
     bad_target = ~torch.isfinite(log_p)
-    minus_inf = torch.tensor(-torch.inf, dtype=log_p.dtype)
+    minus_inf = torch.tensor(-torch.inf, dtype=log_p.dtype, device=log_p.device)
     log_w = torch.where(bad_target | ~torch.isfinite(log_q), minus_inf, log_p - log_q)
 
     log_w_current = logdensity - proposal_log_prob(position)
@@ -83,11 +83,11 @@ def isir_step(
 
     if num_particles == 2:
         accept_prob = (log_w_all[:, 1] - log_w_all[:, 0]).clamp(max=0.0).exp()
-        index = (torch.rand(num_walkers, dtype=accept_prob.dtype) < accept_prob).long()
+        index = (torch.rand_like(accept_prob) < accept_prob).long()
     else:
         probs = torch.softmax(log_w_all, dim=1)
         index = torch.multinomial(probs, 1)[:, 0]
         accept_prob = 1.0 - probs[:, 0]
     candidates = torch.cat([position[:, None], proposals], dim=1)
-    new_position = candidates[torch.arange(num_walkers), index]
+    new_position = candidates[torch.arange(num_walkers, device=index.device), index]
     return new_position, GlobalInfo(accept_prob, bad_target.sum(1))

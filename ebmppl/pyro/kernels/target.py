@@ -174,7 +174,7 @@ def model_target(
 
     def logdensity(position: torch.Tensor) -> torch.Tensor:
         num = position.shape[0]
-        values, log_det = {}, torch.zeros(num, dtype=position.dtype)
+        values, log_det = {}, position.new_zeros(num)
         for name, u in layout.unflatten(position).items():
             to_constrained = transforms[name].inv
             value = to_constrained(u)
