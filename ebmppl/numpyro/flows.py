@@ -26,6 +26,8 @@ import paramax
 from flowjax.bijections import Chain, Coupling, Flip, RationalQuadraticSpline, Scan
 from flowjax.distributions import AbstractDistribution, StandardNormal, Transformed
 
+from ebmppl._shared import interleaved_slots
+
 __all__ = [
     "Whitening",
     "check_flow",
@@ -62,20 +64,8 @@ def identity_whitening(dim: int) -> Whitening:
 
 
 def _interleaved_order(dim: int) -> jax.Array:
-    """Slots for principal components sorted by decreasing variance.
-
-    The coupling layers split coordinates into halves ``[0, dim//2)`` and
-    ``[dim//2, dim)``; putting components 1, 3, 5... in the first half and
-    2, 4, 6... in the second makes the two largest directions condition each
-    other in every layer, whatever the dimension.
-    """
-    half = dim // 2
-    first, second = list(range(half)), list(range(half, dim))
-    slots = []
-    for k in range(dim):
-        source = first if (k % 2 == 0 and first) or not second else second
-        slots.append(source.pop(0))
-    return jnp.asarray(slots)
+    """Slots of the principal components: flowjax's couplings split ``[0, dim//2)`` from the rest."""
+    return jnp.asarray(interleaved_slots(dim, first_size=dim // 2))
 
 
 def fit_whitening(points: jax.Array, jitter: float = 1e-6) -> Whitening:

@@ -27,6 +27,8 @@ import zuko
 from torch import nn
 from torch.distributions import Distribution, Transform, TransformedDistribution
 
+from ebmppl._shared import interleaved_slots
+
 __all__ = [
     "Whitening",
     "as_flow_module",
@@ -64,20 +66,8 @@ def identity_whitening(dim: int, dtype: torch.dtype = torch.float32, device=None
 
 
 def _interleaved_order(dim: int) -> torch.Tensor:
-    """Slots for principal components sorted by decreasing variance.
-
-    zuko's two-pass (coupling) layers split coordinates into ``[0, ceil(D/2))``
-    and the rest; putting components 1, 3, 5... in the first group and 2, 4,
-    6... in the second makes the two largest directions condition each other
-    in every layer, whatever the dimension.
-    """
-    half = math.ceil(dim / 2)
-    first, second = list(range(half)), list(range(half, dim))
-    slots = []
-    for k in range(dim):
-        source = first if (k % 2 == 0 and first) or not second else second
-        slots.append(source.pop(0))
-    return torch.tensor(slots)
+    """Slots of the principal components: zuko's two-pass layers split ``[0, ceil(D/2))`` from the rest."""
+    return torch.tensor(interleaved_slots(dim, first_size=math.ceil(dim / 2)))
 
 
 def fit_whitening(points: torch.Tensor, jitter: float = 1e-6) -> Whitening:

@@ -16,6 +16,7 @@ from numpyro.util import identity, is_prng_key
 
 from ebmppl.numpyro.flows import check_flow, default_flow, partition_flow
 from ebmppl.numpyro.kernels import core
+from ebmppl._shared import check_flow_mcmc_options
 from ebmppl.schedule import WarmupSchedule
 
 __all__ = ["FlowMCMC", "FlowMCMCState"]
@@ -114,21 +115,16 @@ class FlowMCMC(MCMCKernel):
         schedule: WarmupSchedule | None = None,
         init_strategy: Callable = init_to_uniform,
     ):
-        if (model is None) == (potential_fn is None):
-            raise ValueError("FlowMCMC needs exactly one of `model` and `potential_fn`")
-        if local_kernel not in ("mala", "hmc"):
-            raise ValueError(f"local_kernel must be 'mala' or 'hmc', got {local_kernel!r}")
-        if num_leapfrog is None:
-            num_leapfrog = 1 if local_kernel == "mala" else 8
-        if local_kernel == "mala" and num_leapfrog != 1:
-            raise ValueError("MALA makes one leapfrog step: use local_kernel='hmc' for more")
-        if num_particles < 2 or num_local_steps < 0 or num_leapfrog < 1 or step_size <= 0:
-            raise ValueError(
-                "need num_particles >= 2, num_local_steps >= 0, num_leapfrog >= 1, step_size > 0; "
-                f"got {num_particles}, {num_local_steps}, {num_leapfrog}, {step_size}"
-            )
-        if not 0.0 < target_accept_prob < 1.0:
-            raise ValueError(f"target_accept_prob must lie in (0, 1), got {target_accept_prob}")
+        num_leapfrog = check_flow_mcmc_options(
+            model=model,
+            potential_fn=potential_fn,
+            local_kernel=local_kernel,
+            num_leapfrog=num_leapfrog,
+            num_particles=num_particles,
+            num_local_steps=num_local_steps,
+            step_size=step_size,
+            target_accept_prob=target_accept_prob,
+        )
         self._model = model
         self._potential_fn = potential_fn
         self._flow = flow

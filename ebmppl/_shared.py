@@ -1,0 +1,65 @@
+"""Backend-neutral helpers of the two FlowMCMC kernels (plain Python, no torch or jax).
+
+Example:
+    >>> from ebmppl._shared import check_flow_mcmc_options, interleaved_slots
+    >>> check_flow_mcmc_options(model=object(), potential_fn=None, local_kernel="hmc",
+    ...                         num_leapfrog=None, num_particles=8, num_local_steps=3,
+    ...                         step_size=0.1, target_accept_prob=0.65)
+    8
+    >>> interleaved_slots(5, first_size=3)
+    [0, 3, 1, 4, 2]
+"""
+
+from __future__ import annotations
+
+__all__ = ["check_flow_mcmc_options", "interleaved_slots"]
+
+
+def check_flow_mcmc_options(
+    *,
+    model,
+    potential_fn,
+    local_kernel: str,
+    num_leapfrog: int | None,
+    num_particles: int,
+    num_local_steps: int,
+    step_size: float,
+    target_accept_prob: float,
+) -> int:
+    """Check FlowMCMC's constructor arguments; return the number of leapfrog steps.
+
+    Raises:
+        ValueError: naming the argument that is out of range.
+    """
+    if (model is None) == (potential_fn is None):
+        raise ValueError("FlowMCMC needs exactly one of `model` and `potential_fn`")
+    if local_kernel not in ("mala", "hmc"):
+        raise ValueError(f"local_kernel must be 'mala' or 'hmc', got {local_kernel!r}")
+    if num_leapfrog is None:
+        num_leapfrog = 1 if local_kernel == "mala" else 8
+    if local_kernel == "mala" and num_leapfrog != 1:
+        raise ValueError("MALA makes one leapfrog step: use local_kernel='hmc' for more")
+    if num_particles < 2 or num_local_steps < 0 or num_leapfrog < 1 or step_size <= 0:
+        raise ValueError(
+            "need num_particles >= 2, num_local_steps >= 0, num_leapfrog >= 1, step_size > 0; "
+            f"got {num_particles}, {num_local_steps}, {num_leapfrog}, {step_size}"
+        )
+    if not 0.0 < target_accept_prob < 1.0:
+        raise ValueError(f"target_accept_prob must lie in (0, 1), got {target_accept_prob}")
+    return num_leapfrog
+
+
+def interleaved_slots(dim: int, first_size: int) -> list[int]:
+    """Slots for principal components sorted by decreasing variance.
+
+    Coupling layers split coordinates into a first group ``[0, first_size)``
+    and the rest; putting components 1, 3, 5... in the first group and 2, 4,
+    6... in the second makes the two largest directions condition each other
+    in every layer, whatever the dimension.
+    """
+    first, second = list(range(first_size)), list(range(first_size, dim))
+    slots = []
+    for k in range(dim):
+        source = first if (k % 2 == 0 and first) or not second else second
+        slots.append(source.pop(0))
+    return slots
