@@ -20,7 +20,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["GaussianMixture", "bimodal_pair", "four_mode_mixture", "line_of_four"]
+__all__ = [
+    "GaussianMixture",
+    "Rings",
+    "bimodal_pair",
+    "eight_gaussians",
+    "four_mode_mixture",
+    "line_of_four",
+    "load_points",
+    "rings",
+    "two_modes",
+]
 
 
 @dataclass(frozen=True)
@@ -50,6 +60,11 @@ class GaussianMixture:
     @property
     def dim(self) -> int:
         return self.means.shape[1]
+
+    @property
+    def centres(self) -> np.ndarray:
+        """The mode centres, shape ``(K, D)`` (the component means)."""
+        return self.means
 
     def log_prob(self, x, xp=np):
         """Normalised log density at ``x`` (shape ``(..., D)``), computed with namespace ``xp``
@@ -86,11 +101,25 @@ class GaussianMixture:
         return np.bincount(k, minlength=len(self.weights)) / k.size
 
 
-def four_mode_mixture(dim: int = 10, offset: float = 6.0) -> GaussianMixture:
-    """Unit Gaussians at ``(±offset, ±offset, 0, ...)`` with weights 0.4/0.3/0.2/0.1."""
+def four_mode_mixture(dim: int = 10, offset: float = 6.0, weights=(0.4, 0.3, 0.2, 0.1)) -> GaussianMixture:
+    """Unit Gaussians at ``(±offset, ±offset, 0, ...)``, weights 0.4/0.3/0.2/0.1 by default
+    (``weights=(0.25,) * 4`` gives the paper's d-dimensional equal-mode sets)."""
     means = np.zeros((4, dim))
     means[:, :2] = offset * np.array([[1, 1], [-1, 1], [1, -1], [-1, -1]])
-    return GaussianMixture(means, np.ones(4), np.array([0.4, 0.3, 0.2, 0.1]))
+    return GaussianMixture(means, np.ones(4), np.asarray(weights, float))
+
+
+def two_modes() -> GaussianMixture:
+    """2-D, ``1/3 N(-1.5·1, 0.05 I) + 2/3 N(1.5·1, 0.1 I)``: the paper's motivating example."""
+    means = np.array([[-1.5, -1.5], [1.5, 1.5]])
+    return GaussianMixture(means, np.sqrt([0.05, 0.1]), np.array([1.0, 2.0]) / 3.0)
+
+
+def eight_gaussians(radius: float = 1.0, scale: float = 0.15) -> GaussianMixture:
+    """2-D, eight equal Gaussians of standard deviation ``scale`` on a circle of ``radius``."""
+    angles = np.arange(8) * np.pi / 4
+    means = radius * np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    return GaussianMixture(means, np.full(8, scale), np.full(8, 1 / 8))
 
 
 def line_of_four() -> GaussianMixture:
@@ -104,3 +133,142 @@ def bimodal_pair(heavy: float = 0.8, offset: float = 5.0, scale: float = 1.0, di
     means = np.zeros((2, dim))
     means[:, 0] = [offset, -offset]
     return GaussianMixture(means, np.full(2, scale), np.array([heavy, 1.0 - heavy]))
+
+
+@dataclass(frozen=True)
+class Rings:
+    """2-D concentric rings: the radius follows a mixture of ``N(radii[i], scale²)``, the angle is uniform.
+
+    The density of a point ``x`` with radius ``r = |x|`` is ``p_r(r) / (2π r)``
+    (polar change of variables); the radial mixture's mass below 0 is
+    neglected (under 1e-11 for the default rings).
+
+    Attributes:
+        radii: shape ``(K,)``, the centre radius of each ring.
+        scale: the radial standard deviation.
+        weights: shape ``(K,)``, summing to one.
+    """
+
+    radii: np.ndarray
+    scale: float
+    weights: np.ndarray
+
+    def __post_init__(self):
+        radii, weights = np.asarray(self.radii, float), np.asarray(self.weights, float)
+        if weights.shape != radii.shape or not np.isclose(weights.sum(), 1.0) or self.scale <= 0:
+            raise ValueError("need K weights summing to one for K radii, and a positive scale")
+        object.__setattr__(self, "radii", radii)
+        object.__setattr__(self, "weights", weights)
+
+    dim = 2
+
+    @property
+    def centres(self) -> np.ndarray:
+        """The mode centres: each ring's radius, shape ``(K,)``."""
+        return self.radii
+
+    def log_prob(self, x, xp=np):
+        """Normalised log density at ``x`` (shape ``(..., 2)``), computed with namespace ``xp``."""
+        dtype = getattr(x, "dtype", None)
+        r = xp.sqrt((x**2).sum(-1))
+        radii = xp.asarray(self.radii, dtype=dtype)
+        terms = (
+            xp.asarray(np.log(self.weights), dtype=dtype)
+            - 0.5 * ((r[..., None] - radii) / self.scale) ** 2
+            - np.log(self.scale * np.sqrt(2 * np.pi))
+        )
+        if getattr(xp, "__name__", "") == "torch":
+            log_radial = xp.logsumexp(terms, -1)
+        else:
+            top = xp.max(terms, axis=-1, keepdims=True)
+            log_radial = top[..., 0] + xp.log(xp.sum(xp.exp(terms - top), axis=-1))
+        return log_radial - xp.log(2 * np.pi * r)
+
+    def energy(self, x, xp=np):
+        """``-log_prob``: the rings as an energy."""
+        return -self.log_prob(x, xp)
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``n`` exact draws, shape ``(n, 2)``."""
+        k = rng.choice(len(self.weights), size=n, p=self.weights)
+        r = np.abs(self.radii[k] + self.scale * rng.standard_normal(n))
+        angle = rng.uniform(0.0, 2 * np.pi, n)
+        return np.stack([r * np.cos(angle), r * np.sin(angle)], axis=-1)
+
+    def assign(self, x) -> np.ndarray:
+        """Index of the ring with the highest responsibility at each point."""
+        r = np.linalg.norm(np.asarray(x, float), axis=-1)
+        score = np.log(self.weights) - 0.5 * ((r[..., None] - self.radii) / self.scale) ** 2
+        return np.argmax(score, axis=-1)
+
+    def mode_weights(self, x) -> np.ndarray:
+        """Fraction of the points ``x`` (shape ``(..., 2)``) on each ring."""
+        k = self.assign(x).ravel()
+        return np.bincount(k, minlength=len(self.weights)) / k.size
+
+
+def rings(scale: float = 0.15) -> Rings:
+    """The paper's rings: four equal rings of radius 1, 2, 3, 4 and radial std ``scale``."""
+    return Rings(np.arange(1.0, 5.0), scale, np.full(4, 0.25))
+
+
+def load_points(path, dim: int | None = None) -> np.ndarray:
+    """Load data points from a ``.npy`` or ``.csv`` file as a float array ``(n, D)``.
+
+    A ``.csv`` file has one point per row, comma-separated; a first row that is
+    not numeric is taken as a header.
+
+    Args:
+        path: the file.
+        dim: the expected dimension ``D`` (checked when given).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: another extension, an unreadable or empty file, not one
+            point per row, rows with NaN or infinite values (their indices are
+            named), or a dimension other than ``dim``.
+    """
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file {str(path)!r} does not exist")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        try:
+            points = np.load(path, allow_pickle=False)
+        except (OSError, EOFError, ValueError) as err:  # truncated, foreign, or pickled objects
+            raise ValueError(f"data file {str(path)!r} could not be read as a .npy array: {err}") from err
+    elif suffix == ".csv":
+        points = _load_csv(path)
+    else:
+        raise ValueError(f"data file {str(path)!r}: expected a .npy or .csv file, got {suffix or 'no extension'!r}")
+    points = np.asarray(points)
+    if points.dtype.kind not in "fiu":
+        raise ValueError(f"data file {str(path)!r} holds {points.dtype} values, not numbers")
+    points = points.astype(float)
+    if points.ndim == 1:
+        points = points[:, None]
+    if points.ndim != 2 or points.shape[0] == 0:
+        raise ValueError(f"data file {str(path)!r}: expected one point per row, got an array of shape {points.shape}")
+    bad = np.flatnonzero(~np.isfinite(points).all(axis=1))
+    if bad.size:
+        shown = ", ".join(str(i) for i in bad[:5]) + (", ..." if bad.size > 5 else "")
+        raise ValueError(f"data file {str(path)!r}: {bad.size} rows with NaN or infinite values (rows {shown})")
+    if dim is not None and points.shape[1] != dim:
+        raise ValueError(f"data file {str(path)!r}: points have dimension {points.shape[1]}, expected {dim}")
+    return points
+
+
+def _load_csv(path) -> np.ndarray:
+    with open(path) as handle:
+        first = handle.readline()
+    try:
+        [float(field) for field in first.strip().split(",") if field.strip()]
+        skip = 0
+    except ValueError:
+        skip = 1  # a header
+    try:
+        return np.loadtxt(path, delimiter=",", ndmin=2, skiprows=skip)
+    except ValueError as err:
+        raise ValueError(f"data file {str(path)!r} is not a numeric CSV table: {err}") from err
