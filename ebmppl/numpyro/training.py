@@ -18,14 +18,15 @@ paper's baselines use the same local kernel without the flow:
 update.
 
 Example:
-    >>> import jax, jax.numpy as jnp, numpyro, equinox as eqx, optax
+    >>> import jax, jax.numpy as jnp, numpyro, numpyro.distributions as dist, equinox as eqx, optax
     >>> from numpyro.contrib.module import eqx_module
     >>> from ebmppl.numpyro import EBMTrainer, Potential
     >>> net = eqx.nn.MLP(2, "scalar", 16, 2, key=jax.random.key(0))
+    >>> base = dist.Normal(0.0, 2.0).expand([2]).to_event(1)  # keeps exp(-E) normalizable
     >>> def model(x):
     ...     energy = eqx_module("energy", net)
     ...     with numpyro.plate("data", x.shape[0]):
-    ...         numpyro.sample("x", Potential(jax.vmap(energy), event_shape=(2,)), obs=x)
+    ...         numpyro.sample("x", Potential(jax.vmap(energy), event_shape=(2,), base=base), obs=x)
     >>> data = jax.random.normal(jax.random.key(1), (512, 2))
     >>> trainer = EBMTrainer(model, optim=optax.adam(1e-3), batch_size=64, pool_size=256)
     >>> result = trainer.run(jax.random.key(2), 20, data, progress_bar=False)

@@ -2,5 +2,6 @@
 
 from ebmppl.pyro.kernels import FlowMCMC, WarmupSchedule
 from ebmppl.pyro.potential import Potential
+from ebmppl.pyro.training import EBMTrainer
 
-__all__ = ["FlowMCMC", "Potential", "WarmupSchedule"]
+__all__ = ["EBMTrainer", "FlowMCMC", "Potential", "WarmupSchedule"]

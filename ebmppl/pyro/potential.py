@@ -93,8 +93,8 @@ class Potential(TorchDistribution):
 
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(Potential, _instance)
-        new.energy, new._support = self.energy, self._support
-        new.base = None if self.base is None else self.base.expand(batch_shape)
+        # The base keeps its own batch shape: log_prob broadcasts to the expanded one.
+        new.energy, new._support, new.base = self.energy, self._support, self.base
         super(Potential, new).__init__(torch.Size(batch_shape), self.event_shape, validate_args=False)
         return new
 

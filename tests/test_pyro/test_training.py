@@ -1,0 +1,128 @@
+"""EBMTrainer (Pyro): balanced training recovers mode weights; resume is exact; bad input is named."""
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+from ebmppl.datasets import two_modes
+from ebmppl.diagnostics import grid_mode_weights
+from ebmppl.pyro import EBMTrainer, Potential
+
+TARGET = two_modes()  # 1/3 N(-1.5·1, 0.05 I) + 2/3 N(1.5·1, 0.1 I)
+DATA = torch.tensor(TARGET.sample(20_000, np.random.default_rng(0)), dtype=torch.float32)
+BASE = dist.Normal(0.0, 2.0).expand([2]).to_event(1)
+
+
+def make_model(nan=False):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(2, 32), torch.nn.SiLU(), torch.nn.Linear(32, 32),
+                              torch.nn.SiLU(), torch.nn.Linear(32, 1))
+    with torch.no_grad():
+        net[-1].weight.mul_(0.01)  # energy ≈ 0 at the start
+
+    def model(x):
+        energy = pyro.module("energy", net)
+
+        def energy_fn(y):
+            value = energy(y).squeeze(-1)
+            return value * torch.nan if nan else value
+
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", Potential(energy_fn, event_shape=(2,), base=BASE), obs=x)
+
+    return model
+
+
+def make_trainer(method, model=None, seed=0, **kwargs):
+    pyro.clear_param_store()
+    pyro.set_rng_seed(seed)
+    settings = dict(optim=pyro.optim.Adam({"lr": 3e-3}), method=method, batch_size=256, pool_size=2048,
+                    num_rounds=2, num_local_steps=10, num_particles=8, mode_centres=TARGET.centres)
+    return EBMTrainer(make_model() if model is None else model, **{**settings, **kwargs})
+
+
+def ebm_weights(trainer):
+    with torch.no_grad():
+        return grid_mode_weights(
+            lambda x: trainer.potential.log_prob(torch.tensor(x, dtype=torch.float32)).numpy(), TARGET.assign
+        )
+
+
+@pytest.mark.parametrize("method, should_pass", [("flow", True), ("ula", False)])
+def test_flow_training_keeps_the_heavy_mode_weight(method, should_pass):
+    # Same budget for both; persistent chains without the flow cannot cross between
+    # the modes, and the energy drifts to compensate (the paper's failure of ULA-EBM).
+    trainer = make_trainer(method)
+    for _ in range(1000):
+        trainer.step(DATA)
+    heavy = ebm_weights(trainer)[1]
+    assert (abs(heavy - 2 / 3) < 0.05) == should_pass, heavy
+    for name in ("loss", "energy_data", "energy_negatives"):
+        assert np.isfinite(trainer.history[name]).all()
+    assert np.shape(trainer.history["mode_weights"]) == (1000, 2)
+    if method == "flow":
+        assert np.mean(trainer.history["global_accept_prob"][-100:]) > 0.5
+
+
+def test_resumed_run_equals_uninterrupted_run(tmp_path):
+    straight = make_trainer("flow")
+    for _ in range(30):
+        straight.step(DATA)
+    first = make_trainer("flow")
+    for _ in range(15):
+        first.step(DATA)
+    first.save(tmp_path / "ckpt.pt")
+    resumed = make_trainer("flow", seed=99)  # a new process would build a new trainer
+    resumed.load(tmp_path / "ckpt.pt", DATA)
+    assert resumed.num_steps == 15
+    for _ in range(15):
+        resumed.step(DATA)
+    for a, b in zip(straight.params, resumed.params):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    for a, b in zip(straight.flow.parameters(), resumed.flow.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    torch.testing.assert_close(straight.pool, resumed.pool, rtol=0, atol=0)
+    assert straight.history["loss"] == resumed.history["loss"]
+
+
+def test_bad_checkpoints_are_named(tmp_path):
+    trainer = make_trainer("flow")
+    trainer.step(DATA)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        trainer.load(tmp_path / "missing.pt", DATA)
+    trainer.save(tmp_path / "ok.pt")
+    data = (tmp_path / "ok.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="truncated or not an ebmppl checkpoint"):
+        trainer.load(tmp_path / "cut.pt", DATA)
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign.pt")
+    with pytest.raises(ValueError, match="not an ebmppl Pyro training checkpoint"):
+        trainer.load(tmp_path / "foreign.pt", DATA)
+    other = make_trainer("flow", optim=pyro.optim.SGD({"lr": 1e-3}))
+    with pytest.raises(ValueError, match="does not fit this trainer"):
+        other.load(tmp_path / "ok.pt", DATA)
+    assert not list(tmp_path.glob(".*tmp*"))  # the atomic write left no temporary file
+
+
+def test_nan_data_and_nan_energy_are_named():
+    bad = DATA.clone()
+    bad[3, 0] = torch.nan
+    with pytest.raises(ValueError, match=r"1 rows with NaN or infinite values \(rows \[3\]\)"):
+        make_trainer("flow").step(bad)
+    trainer = make_trainer("flow", model=make_model(nan=True), max_failures=3)
+    with pytest.warns(UserWarning, match="non-finite loss or gradient") as warned:
+        with pytest.raises(FloatingPointError, match="3 updates in a row.*step 2"):
+            for _ in range(10):
+                trainer.step(DATA)
+    assert [str(w.message).endswith(f"at step {i}; update skipped") for i, w in enumerate(warned)] == [True] * 3
+
+
+def test_model_without_an_observed_potential_is_refused():
+    def model(x):
+        pyro.param("w", torch.zeros(2))
+        pyro.sample("x", dist.Normal(0.0, 1.0).expand([2]).to_event(1), obs=x[0])
+
+    with pytest.raises(ValueError, match="exactly one observed Potential site"):
+        EBMTrainer(model, optim=pyro.optim.Adam({"lr": 1e-3})).step(DATA)
