@@ -411,6 +411,7 @@ def save_checkpoint(path: str | os.PathLike, state: TrainState) -> None:
     from the file continues bitwise as the uninterrupted run would.
     """
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     leaves, treedef = jax.tree.flatten(state)
     arrays, is_key = {}, []
     for i, leaf in enumerate(leaves):

@@ -321,6 +321,7 @@ class EBMTrainer:
     def save(self, path: str | os.PathLike) -> None:
         """Write :meth:`state_dict` to ``path`` atomically (a temporary file, then a rename)."""
         path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
         buffer = io.BytesIO()
         torch.save(self.state_dict(), buffer)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")

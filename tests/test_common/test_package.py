@@ -25,13 +25,16 @@ def test_importing_ebmppl_loads_neither_torch_nor_jax():
     (0, "assert abs(float((x[:, 0] > 0).mean()) - 0.7) < 0.05"),
     (1, "assert abs(float((x[..., 0] > 0).float().mean()) - 0.7) < 0.05\n"
         "assert data['posterior']['x'].shape == (40, 500, 2)"),
-], ids=["numpyro", "pyro"])
+    (2, "assert result.history['loss'].shape == (1000,)\n"
+        "import pathlib; assert pathlib.Path('runs/ebm.npz').is_file()"),
+], ids=["numpyro", "pyro", "ebm-trainer"])
 def test_readme_quickstart_runs(tmp_path, index, check):
     block = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)[index]
     script = tmp_path / "quickstart.py"
     script.write_text(block + "\n" + check + "\n")
     env = dict(os.environ, OMP_NUM_THREADS="1")  # one thread per test worker
-    subprocess.run([sys.executable, str(script)], check=True, capture_output=True, timeout=600, env=env)
+    subprocess.run([sys.executable, str(script)], check=True, capture_output=True, timeout=600, env=env,
+                   cwd=tmp_path)
 
 
 def test_mixture_log_prob_is_normalised():
