@@ -66,7 +66,7 @@ def identity_whitening(dim: int, dtype: torch.dtype = torch.float32, device=None
 
 
 def _interleaved_order(dim: int) -> torch.Tensor:
-    """Slots of the principal components: zuko's two-pass layers split ``[0, ceil(D/2))`` from the rest."""
+    """Slots of the principal components: the coupling layers split ``[0, ceil(D/2))`` from the rest."""
     return torch.tensor(interleaved_slots(dim, first_size=math.ceil(dim / 2)))
 
 
@@ -107,18 +107,19 @@ def default_flow(
     nn_depth: int = 1,
     knots: int = 8,
 ) -> nn.Module:
-    """A rational-quadratic spline coupling flow with a standard normal base (zuko).
+    """A rational-quadratic spline coupling flow with a standard normal base (zuko pieces).
 
-    zuko's neural spline flow with two passes is a coupling flow: both
-    directions are exact and cost two network evaluations at most, so the
-    flow serves as an independent proposal. The splines are the identity
-    outside ``[-5, 5]``, so the tails stay Gaussian and unbounded. The
-    initial weights come from torch's global generator (seed it with
-    ``pyro.set_rng_seed``).
+    Each layer is a zuko coupling transform: the first ``ceil(D/2)``
+    coordinates condition monotonic splines of the rest, and the groups swap
+    between layers. Both directions take one network evaluation per layer
+    and are exact, so the flow serves as an independent proposal. The
+    splines are the identity outside ``[-5, 5]``, so the tails stay Gaussian
+    and unbounded. The initial weights come from torch's global generator
+    (seed it with ``pyro.set_rng_seed``).
 
     Args:
         dim: dimension of the flow (at least 1).
-        num_layers: number of coupling layers (the halves swap between layers).
+        num_layers: number of coupling layers (the groups swap between layers).
         nn_width: width of each conditioner's hidden layers.
         nn_depth: number of hidden layers of each conditioner.
         knots: number of spline bins.
@@ -128,13 +129,23 @@ def default_flow(
     """
     if dim < 1:
         raise ValueError(f"default_flow needs dim >= 1, got {dim}")
-    return zuko.flows.NSF(
-        features=dim,
-        transforms=num_layers,
-        passes=2,
-        bins=knots,
+    from zuko.flows.coupling import GeneralCouplingTransform
+    from zuko.lazy import Flow, UnconditionalDistribution
+    from zuko.distributions import DiagNormal
+    from zuko.transforms import MonotonicRQSTransform
+
+    first = torch.arange(dim) < math.ceil(dim / 2)
+    spline = dict(
+        univariate=MonotonicRQSTransform,
+        shapes=[(knots,), (knots,), (knots - 1,)],
         hidden_features=(nn_width,) * nn_depth,
     )
+    layers = [
+        GeneralCouplingTransform(dim, mask=None if dim == 1 else (first if k % 2 == 0 else ~first), **spline)
+        for k in range(num_layers)
+    ]
+    base = UnconditionalDistribution(DiagNormal, torch.zeros(dim), torch.ones(dim), buffer=True)
+    return Flow(layers, base)
 
 
 class _TransformedFlow(nn.Module):
