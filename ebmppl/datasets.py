@@ -147,6 +147,13 @@ class Rings:
         radii: shape ``(K,)``, the centre radius of each ring.
         scale: the radial standard deviation.
         weights: shape ``(K,)``, summing to one.
+
+    Example:
+        >>> import numpy as np
+        >>> from ebmppl.datasets import rings
+        >>> x = rings().sample(4000, np.random.default_rng(0))
+        >>> bool(np.abs(rings().mode_weights(x) - 0.25).max() < 0.03)  # four equal rings
+        True
     """
 
     radii: np.ndarray
@@ -227,6 +234,14 @@ def load_points(path, dim: int | None = None) -> np.ndarray:
         ValueError: another extension, an unreadable or empty file, not one
             point per row, rows with NaN or infinite values (their indices are
             named), or a dimension other than ``dim``.
+
+    Example:
+        >>> import numpy as np, tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "points.csv"
+        >>> _ = path.write_text("x,y\\n1.0,2.0\\n3.0,4.0\\n")
+        >>> load_points(path, dim=2)
+        array([[1., 2.],
+               [3., 4.]])
     """
     from pathlib import Path
 

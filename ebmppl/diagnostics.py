@@ -12,6 +12,8 @@ Example:
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 __all__ = ["grid_mode_weights", "mode_weight_mcse", "mode_weight_zscores", "to_arviz"]
@@ -106,8 +108,6 @@ def _from_pyro(mcmc) -> tuple[dict, dict]:
         v = np.moveaxis(v, 2, 1)
         posterior[name] = v.reshape((-1,) + v.shape[2:])
     if len(runs) != mcmc.num_chains:
-        import warnings
-
         warnings.warn(
             "the kernel's per-draw statistics stay in the worker processes when Pyro runs "
             "chains in parallel: sample_stats is left out (run FlowMCMC in one Pyro chain; "

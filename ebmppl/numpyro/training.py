@@ -409,6 +409,15 @@ def save_checkpoint(path: str | os.PathLike, state: TrainState) -> None:
 
     Every leaf is saved exactly (keys as their raw data), so a run resumed
     from the file continues bitwise as the uninterrupted run would.
+
+    Example:
+        >>> import jax, tempfile, pathlib
+        >>> from ebmppl.numpyro import load_checkpoint, save_checkpoint
+        >>> state = {"step": jax.numpy.arange(3), "key": jax.random.key(0)}  # any pytree
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "state.npz"
+        >>> save_checkpoint(path, state)
+        >>> load_checkpoint(path, like=state)["step"]
+        Array([0, 1, 2], dtype=int32)
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,6 @@ import math
 from typing import NamedTuple
 
 import torch
-import zuko
 from torch import nn
 from torch.distributions import Distribution, Transform, TransformedDistribution
 

@@ -8,7 +8,6 @@ import numpyro.distributions as ndist
 import pyro
 import pyro.distributions as pdist
 import pytest
-import torch
 from numpyro.infer import MCMC as NumPyroMCMC
 from numpyro.infer import NUTS as NumPyroNUTS
 from pyro.infer import MCMC as PyroMCMC
