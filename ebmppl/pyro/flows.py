@@ -1,4 +1,4 @@
-"""Normalizing flows used as global proposals, built from zuko pieces.
+"""Normalizing flows used as global proposals (our spline coupling flow, zuko flows, Pyro transforms).
 
 A proposal is a flow acting on *whitened* coordinates ``u`` composed with an
 affine whitening map ``x = loc + matrix @ u`` fitted to the chains (see
@@ -105,16 +105,18 @@ def default_flow(
     nn_width: int = 32,
     nn_depth: int = 1,
     knots: int = 8,
+    interval: float = 5.0,
 ) -> nn.Module:
-    """A rational-quadratic spline coupling flow with a standard normal base (zuko pieces).
+    """A rational-quadratic spline coupling flow with a standard normal base.
 
-    Each layer is a zuko coupling transform: the first ``ceil(D/2)``
-    coordinates condition monotonic splines of the rest, and the groups swap
-    between layers. Both directions take one network evaluation per layer
-    and are exact, so the flow serves as an independent proposal. The
-    splines are the identity outside ``[-5, 5]``, so the tails stay Gaussian
-    and unbounded. The initial weights come from torch's global generator
-    (seed it with ``pyro.set_rng_seed``).
+    A :class:`~ebmppl.pyro.coupling.SplineCouplingFlow`: in each layer the
+    first ``ceil(D/2)`` coordinates condition monotonic splines of the rest,
+    and the groups swap between layers. Both directions take one network
+    evaluation per layer, with the log-determinant from the same pass, and
+    are exact, so the flow serves as an independent proposal. The splines are
+    the identity outside ``[-interval, interval]``, so the tails stay Gaussian
+    and unbounded; a fresh flow is the identity map. The hidden weights come
+    from torch's global generator (seed it with ``pyro.set_rng_seed``).
 
     Args:
         dim: dimension of the flow (at least 1).
@@ -122,29 +124,17 @@ def default_flow(
         nn_width: width of each conditioner's hidden layers.
         nn_depth: number of hidden layers of each conditioner.
         knots: number of spline bins.
+        interval: half-width of the splines' domain (whitened units).
 
     Returns:
-        A zuko flow: ``flow()`` is a distribution of event shape ``(dim,)``.
+        A module: ``flow()`` is a distribution of event shape ``(dim,)``.
     """
     if dim < 1:
         raise ValueError(f"default_flow needs dim >= 1, got {dim}")
-    from zuko.flows.coupling import GeneralCouplingTransform
-    from zuko.lazy import Flow, UnconditionalDistribution
-    from zuko.distributions import DiagNormal
-    from zuko.transforms import MonotonicRQSTransform
+    from ebmppl.pyro.coupling import SplineCouplingFlow
 
-    first = torch.arange(dim) < math.ceil(dim / 2)
-    spline = dict(
-        univariate=MonotonicRQSTransform,
-        shapes=[(knots,), (knots,), (knots - 1,)],
-        hidden_features=(nn_width,) * nn_depth,
-    )
-    layers = [
-        GeneralCouplingTransform(dim, mask=None if dim == 1 else (first if k % 2 == 0 else ~first), **spline)
-        for k in range(num_layers)
-    ]
-    base = UnconditionalDistribution(DiagNormal, torch.zeros(dim), torch.ones(dim), buffer=True)
-    return Flow(layers, base)
+    return SplineCouplingFlow(dim, num_layers=num_layers, nn_width=nn_width, nn_depth=nn_depth, knots=knots,
+                              bound=interval)
 
 
 class _TransformedFlow(nn.Module):

@@ -24,10 +24,25 @@ def float64():
     torch.set_default_dtype(previous)
 
 
+def perturbed(flow):
+    """A fresh flow is the identity map: move every parameter off zero first."""
+    with torch.no_grad():
+        for param in flow.parameters():
+            param.add_(0.2 * torch.randn_like(param))
+    return flow
+
+
+def test_fresh_default_flow_is_the_identity_and_perturbed_is_not():
+    x = torch.randn(16, 3)
+    transform = default_flow(3)().transform
+    torch.testing.assert_close(transform(x), x, atol=1e-12, rtol=0)
+    assert (perturbed(default_flow(3))().transform(x) - x).abs().max() > 0.1
+
+
 @pytest.mark.parametrize("dim", [1, 2, 5])
 def test_inverse_of_forward_is_identity(dim):
     torch.manual_seed(1)
-    transform = default_flow(dim)().transform
+    transform = perturbed(default_flow(dim))().transform
     x = 2.0 * torch.randn(64, dim)
     torch.testing.assert_close(transform.inv(transform(x)), x, atol=1e-9, rtol=0)
 
@@ -35,7 +50,7 @@ def test_inverse_of_forward_is_identity(dim):
 @pytest.mark.parametrize("dim", [1, 3, 6])
 def test_log_det_matches_autodiff(dim):
     torch.manual_seed(3)
-    transform = default_flow(dim)().transform
+    transform = perturbed(default_flow(dim))().transform
     x = 1.5 * torch.randn(8, dim)
     _, log_det = transform.call_and_ladj(x)
     jacobians = torch.stack([torch.autograd.functional.jacobian(transform, xi) for xi in x])
@@ -49,7 +64,7 @@ def test_whitened_proposal_density_is_change_of_variables():
     whitening = fit_whitening(points)
     whitened = (points - whitening.loc) @ whitening.inverse.T
     torch.testing.assert_close(torch.cov(whitened.T), torch.eye(3), atol=1e-4, rtol=0)  # jitter 1e-6 x mean eigenvalue
-    flow = default_flow(3)
+    flow = perturbed(default_flow(3))
     with torch.no_grad():
         x, log_q = proposal_sample_and_log_prob(flow, whitening, (10,))
         torch.testing.assert_close(proposal_log_prob(flow, whitening, x), log_q, atol=1e-8, rtol=0)
