@@ -68,6 +68,8 @@ class TrainState(NamedTuple):
     Attributes:
         step: updates done.
         ebm_params: the energy's parameters (the model's ``numpyro.param`` sites).
+        ema_params: their exponential moving average (``ema_decay``; a copy
+            of ``ebm_params`` without it).
         ebm_opt_state: the optimizer's state for them.
         flow_params: the flow's trainable arrays.
         flow_opt_state: the optimizer's state for them.
@@ -78,6 +80,7 @@ class TrainState(NamedTuple):
 
     step: jax.Array
     ebm_params: Any
+    ema_params: Any
     ebm_opt_state: Any
     flow_params: Any
     flow_opt_state: Any
@@ -91,7 +94,8 @@ class TrainResult(NamedTuple):
 
     Attributes:
         state: the final :class:`TrainState`.
-        params: the trained energy's parameters.
+        params: the trained energy's parameters: their moving average when
+            the trainer has ``ema_decay``, else the last iterate.
         history: per-update ``loss``, ``energy_data``, ``energy_negatives``,
             ``global_accept_prob``, ``local_accept_prob`` (and
             ``mode_weights``, shape ``(num_steps, K)``, when mode centres were
@@ -126,6 +130,10 @@ class EBMTrainer:
         max_failures: consecutive non-finite updates tolerated before an error.
         mode_centres: optional ``(K, D)`` centres; the history then records
             the weights of the negatives' modes (nearest centre).
+        ema_decay: if given (e.g. ``0.99``), the result's parameters are the
+            exponential moving average ``a <- decay·a + (1-decay)·θ`` of the
+            iterates, which damps the swings of a stochastic optimizer; the
+            chains always follow the current iterate.
     """
 
     def __init__(
@@ -146,9 +154,12 @@ class EBMTrainer:
         max_grad_norm: float = 10.0,
         max_failures: int = 10,
         mode_centres=None,
+        ema_decay: float | None = None,
     ):
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        if ema_decay is not None and not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
         if batch_size < 1 or pool_size < batch_size:
             raise ValueError(f"need 1 <= batch_size <= pool_size, got {batch_size}, {pool_size}")
         self.model = model
@@ -162,7 +173,9 @@ class EBMTrainer:
         self.energy_penalty = float(energy_penalty)
         self.max_failures = max_failures
         self.mode_centres = None if mode_centres is None else jnp.asarray(mode_centres)
+        self.ema_decay = ema_decay
         self._update = None
+        self._site = None
 
     # --- model inspection ---------------------------------------------------------
     def _inspect(self, key, args, kwargs):
@@ -193,6 +206,17 @@ class EBMTrainer:
         substituted = handlers.substitute(handlers.seed(self.model, 0), data=params)
         return _base_fn(handlers.trace(substituted).get_trace(*args, **kwargs)[name]["fn"])
 
+    def potential(self, params, *args, **kwargs) -> Potential:
+        """The model's ``Potential`` (one point's density) with the energy's parameters ``params``.
+
+        Args:
+            params: e.g. ``result.params`` or ``state.ebm_params``.
+            *args, **kwargs: the model's arguments (the data).
+        """
+        if self._site is None:
+            raise RuntimeError("call init (or run) first")
+        return self._potential(self._site, params, args, kwargs)
+
     # --- init / update / run --------------------------------------------------------
     def init(self, rng_key, *args, **kwargs) -> TrainState:
         """The state before the first update: energy as built, flow fresh, pool from the flow."""
@@ -208,6 +232,7 @@ class EBMTrainer:
         return TrainState(
             step=jnp.zeros((), jnp.int32),
             ebm_params=params,
+            ema_params=params,
             ebm_opt_state=self.optim.init(params),
             flow_params=flow_params,
             flow_opt_state=self.optim.init(flow_params),
@@ -286,11 +311,12 @@ class EBMTrainer:
                     global_acc=f"{float(stats['global_accept_prob']):.2f}",
                 )
         history = {name: np.stack(values) if values else np.zeros(0) for name, values in records.items()}
-        return TrainResult(state, state.ebm_params, history)
+        return TrainResult(state, state.ema_params if self.ema_decay is not None else state.ebm_params, history)
 
     # --- the jitted update ------------------------------------------------------------
     def _build(self, name, data, flow_static, args, kwargs):
         self._failures = 0
+        self._site = name
         trainer = self
 
         def energy_fn(params, x):
@@ -320,6 +346,12 @@ class EBMTrainer:
             (loss, (e_data, e_neg)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.ebm_params)
             updates, ebm_opt_state = trainer.optim.update(grads, state.ebm_opt_state, state.ebm_params)
             ebm_params = optax.apply_updates(state.ebm_params, updates)
+            if trainer.ema_decay is None:
+                ema_params = ebm_params
+            else:
+                ema_params = jax.tree.map(
+                    lambda a, p: trainer.ema_decay * a + (1.0 - trainer.ema_decay) * p, state.ema_params, ebm_params
+                )
 
             def flow_loss(flow_params):
                 return -jnp.mean(eqx.combine(flow_params, flow_static).log_prob(negatives))
@@ -338,6 +370,7 @@ class EBMTrainer:
             new = TrainState(
                 step=state.step + 1,
                 ebm_params=ebm_params,
+                ema_params=ema_params,
                 ebm_opt_state=ebm_opt_state,
                 flow_params=flow_params,
                 flow_opt_state=flow_opt_state,

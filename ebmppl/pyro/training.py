@@ -35,6 +35,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
@@ -89,6 +90,10 @@ class EBMTrainer:
         max_failures: consecutive non-finite steps tolerated before an error.
         mode_centres: optional ``(K, D)`` centres; the history then records the
             weights of the negatives' modes (nearest centre).
+        ema_decay: if given (e.g. ``0.99``), the trainer keeps the exponential
+            moving average ``a <- decay·a + (1-decay)·θ`` of the parameters,
+            which damps the swings of a stochastic optimizer; use it with
+            :meth:`averaged_params`. The chains always follow the current iterate.
     """
 
     def __init__(
@@ -109,9 +114,12 @@ class EBMTrainer:
         max_grad_norm: float = 10.0,
         max_failures: int = 10,
         mode_centres=None,
+        ema_decay: float | None = None,
     ):
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        if ema_decay is not None and not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
         if batch_size < 1 or pool_size < batch_size:
             raise ValueError(f"need 1 <= batch_size <= pool_size, got {batch_size}, {pool_size}")
         self.model, self.method, self.optim = model, method, optim
@@ -123,6 +131,7 @@ class EBMTrainer:
         self.energy_penalty, self.max_grad_norm = float(energy_penalty), float(max_grad_norm)
         self.max_failures = max_failures
         self.mode_centres = None if mode_centres is None else torch.as_tensor(mode_centres, dtype=torch.float32)
+        self.ema_decay = ema_decay
         self.num_steps = 0
         self.history: dict[str, list] = {}
         self._ready = False
@@ -158,6 +167,7 @@ class EBMTrainer:
             flow = as_flow_module(self._flow_arg)
         self.flow = flow.to(data.device, data.dtype)
         check_flow(self.flow, dim)
+        self.ema_params = [p.detach().clone() for p in self.params]
         self.ebm_optimizer = self._make_optimizer(self.params)
         self.flow_optimizer = self._make_optimizer([p for p in self.flow.parameters() if p.requires_grad])
         with torch.no_grad():
@@ -222,6 +232,10 @@ class EBMTrainer:
         else:
             self._failures = 0
             self.ebm_optimizer.step()
+            if self.ema_decay is not None:
+                with torch.no_grad():
+                    for average, param in zip(self.ema_params, self.params):
+                        average.lerp_(param.detach(), 1.0 - self.ema_decay)
             if self.method == "flow":
                 self.flow_optimizer.step()
             self.pool[index] = negatives
@@ -269,6 +283,47 @@ class EBMTrainer:
         global_acc = sum(global_accepts) / len(global_accepts) if global_accepts else 0.0
         return walkers.position.detach(), global_acc, sum(local_accepts) / max(len(local_accepts), 1)
 
+    @contextlib.contextmanager
+    def averaged_params(self):
+        """Within this block the model's parameters are their moving averages (``ema_decay``).
+
+        The current iterates come back on exit. Without ``ema_decay`` the
+        block changes nothing.
+
+        Example:
+            >>> import torch, pyro, pyro.distributions as dist
+            >>> from ebmppl.pyro import EBMTrainer, Potential
+            >>> pyro.clear_param_store()
+            >>> net, base = torch.nn.Linear(1, 1), dist.Normal(0.0, 1.0).expand([1]).to_event(1)
+            >>> def model(x):
+            ...     energy = pyro.module("energy", net)
+            ...     with pyro.plate("data", x.shape[0]):
+            ...         pyro.sample("x", Potential(lambda y: energy(y).squeeze(-1), event_shape=(1,), base=base), obs=x)
+            >>> trainer = EBMTrainer(model, optim=pyro.optim.Adam({"lr": 0.1}), batch_size=8, pool_size=8,
+            ...                      num_rounds=1, num_local_steps=1, ema_decay=0.9)
+            >>> _ = trainer.step(torch.randn(32, 1))
+            >>> current = net.weight.item()
+            >>> with trainer.averaged_params():  # 0.9 x initial + 0.1 x current
+            ...     averaged = net.weight.item()
+            >>> averaged != current == net.weight.item()
+            True
+        """
+        if not self._ready:
+            raise RuntimeError("the trainer has not taken a step yet: no parameters to average")
+        if self.ema_decay is None:
+            yield
+            return
+        current = [p.detach().clone() for p in self.params]
+        with torch.no_grad():
+            for param, average in zip(self.params, self.ema_params):
+                param.copy_(average)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for param, value in zip(self.params, current):
+                    param.copy_(value)
+
     # --- checkpoints -------------------------------------------------------------------------
     def state_dict(self) -> dict:
         """Everything a resumed run needs: parameters, optimizers, pool, counters, RNG state."""
@@ -278,6 +333,7 @@ class EBMTrainer:
             "format": CHECKPOINT_FORMAT,
             "num_steps": self.num_steps,
             "params": [p.detach().clone() for p in self.params],
+            "ema_params": [p.clone() for p in self.ema_params],
             "optimizer_type": type(self.ebm_optimizer).__name__,
             "ebm_optimizer": self.ebm_optimizer.state_dict(),
             "flow": self.flow.state_dict(),
@@ -308,6 +364,8 @@ class EBMTrainer:
             with torch.no_grad():
                 for param, value in zip(self.params, state["params"]):
                     param.copy_(value)
+                for average, value in zip(self.ema_params, state["ema_params"]):
+                    average.copy_(value)
             self.ebm_optimizer.load_state_dict(state["ebm_optimizer"])
             self.flow.load_state_dict(state["flow"])
             self.flow_optimizer.load_state_dict(state["flow_optimizer"])

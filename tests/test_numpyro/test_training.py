@@ -40,7 +40,7 @@ def make_trainer(method, model=None, **kwargs):
 
 
 def ebm_weights(trainer, params):
-    potential = trainer._potential("x", params, (DATA,), {})
+    potential = trainer.potential(params, DATA)
     return grid_mode_weights(lambda x: np.asarray(potential.log_prob(jnp.asarray(x, jnp.float32))), TARGET.assign)
 
 
@@ -59,11 +59,28 @@ def test_flow_training_keeps_the_heavy_mode_weight(method, should_pass):
         assert result.history["global_accept_prob"][-100:].mean() > 0.5
 
 
+def test_moving_average_of_the_parameters():
+    trainer = make_trainer("flow", ema_decay=0.5)
+    states = [trainer.init(jax.random.key(3), DATA)]
+    for _ in range(2):
+        states.append(trainer.update(states[-1], DATA)[0])
+    expected = jax.tree.map(lambda p0, p1, p2: 0.25 * p0 + 0.25 * p1 + 0.5 * p2,
+                            *[s.ebm_params for s in states])
+    for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(states[-1].ema_params)):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-7)
+    assert not np.allclose(np.asarray(jax.tree.leaves(states[2].ebm_params)[-2]),  # the last weights
+                           np.asarray(jax.tree.leaves(states[2].ema_params)[-2]))
+    result = trainer.run(jax.random.key(3), 2, DATA, progress_bar=False)
+    assert result.params is result.state.ema_params
+    with pytest.raises(ValueError, match="ema_decay"):
+        make_trainer("flow", ema_decay=1.0)
+
+
 def test_resumed_run_equals_uninterrupted_run(tmp_path):
-    trainer = make_trainer("flow")
+    trainer = make_trainer("flow", ema_decay=0.9)
     straight = trainer.run(jax.random.key(1), 30, DATA, progress_bar=False).state
     first = trainer.run(jax.random.key(1), 15, DATA, progress_bar=False, checkpoint=tmp_path / "ckpt.npz")
-    fresh = make_trainer("flow")  # a new process would build a new trainer
+    fresh = make_trainer("flow", ema_decay=0.9)  # a new process would build a new trainer
     like = fresh.init(jax.random.key(99), DATA)
     resumed_state = load_checkpoint(tmp_path / "ckpt.npz", like)
     assert int(resumed_state.step) == 15

@@ -66,20 +66,39 @@ def test_flow_training_keeps_the_heavy_mode_weight(method, should_pass):
         assert np.mean(trainer.history["global_accept_prob"][-100:]) > 0.5
 
 
+def test_moving_average_of_the_parameters():
+    trainer = make_trainer("flow", ema_decay=0.5)
+    trainer.step(DATA)  # sets up; the average starts at the initial parameters
+    first_average = [p.clone() for p in trainer.ema_params]
+    iterates = []
+    for _ in range(2):
+        trainer.step(DATA)
+        iterates.append([p.detach().clone() for p in trainer.params])
+    with trainer.averaged_params():
+        averaged = [p.detach().clone() for p in trainer.params]
+    for a1, p2, p3, average in zip(first_average, *iterates, averaged):
+        torch.testing.assert_close(average, 0.25 * a1 + 0.25 * p2 + 0.5 * p3, rtol=1e-5, atol=1e-7)
+    for current, after in zip(iterates[-1], trainer.params):  # the iterate is back after the block
+        torch.testing.assert_close(after, current, rtol=0, atol=0)
+    assert not torch.allclose(averaged[-2], iterates[-1][-2])
+    with pytest.raises(ValueError, match="ema_decay"):
+        make_trainer("flow", ema_decay=1.0)
+
+
 def test_resumed_run_equals_uninterrupted_run(tmp_path):
-    straight = make_trainer("flow")
+    straight = make_trainer("flow", ema_decay=0.9)
     for _ in range(30):
         straight.step(DATA)
-    first = make_trainer("flow")
+    first = make_trainer("flow", ema_decay=0.9)
     for _ in range(15):
         first.step(DATA)
     first.save(tmp_path / "ckpt.pt")
-    resumed = make_trainer("flow", seed=99)  # a new process would build a new trainer
+    resumed = make_trainer("flow", seed=99, ema_decay=0.9)  # a new process would build a new trainer
     resumed.load(tmp_path / "ckpt.pt", DATA)
     assert resumed.num_steps == 15
     for _ in range(15):
         resumed.step(DATA)
-    for a, b in zip(straight.params, resumed.params):
+    for a, b in zip(straight.params + straight.ema_params, resumed.params + resumed.ema_params):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     for a, b in zip(straight.flow.parameters(), resumed.flow.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
