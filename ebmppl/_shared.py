@@ -1,4 +1,4 @@
-"""Backend-neutral helpers of the two FlowMCMC kernels (plain Python, no torch or jax).
+"""Backend-neutral helpers of the two backends (plain Python and numpy, no torch or jax).
 
 Example:
     >>> from ebmppl._shared import check_flow_mcmc_options, interleaved_slots
@@ -8,11 +8,19 @@ Example:
     8
     >>> interleaved_slots(5, first_size=3)
     [0, 3, 1, 4, 2]
+    >>> round(log_partition_from_log_weights([0.0] * 100).log_z, 6)  # equal weights: Z = 1
+    0.0
 """
 
 from __future__ import annotations
 
-__all__ = ["check_flow_mcmc_options", "interleaved_slots"]
+import math
+import warnings
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = ["LogPartition", "check_flow_mcmc_options", "interleaved_slots", "log_partition_from_log_weights"]
 
 
 def check_flow_mcmc_options(
@@ -63,3 +71,49 @@ def interleaved_slots(dim: int, first_size: int) -> list[int]:
         source = first if (k % 2 == 0 and first) or not second else second
         slots.append(source.pop(0))
     return slots
+
+
+class LogPartition(NamedTuple):
+    """An importance-sampling estimate of ``log Z``.
+
+    Attributes:
+        log_z: the estimate ``log mean(w)``, ``w = exp(-E(x)) base(x) / q(x)`` at flow draws ``x``.
+        stderr: its standard error (delta method, ``std(w) / (mean(w) sqrt(n))``).
+        ess: effective sample size of the weights, ``(Σw)² / Σw²``.
+        num_samples: flow draws used.
+    """
+
+    log_z: float
+    stderr: float
+    ess: float
+    num_samples: int
+
+
+def log_partition_from_log_weights(log_weights, min_ess_fraction: float = 0.01) -> LogPartition:
+    """``log Z`` from log importance weights (numpy, float64), warning when the ESS is too low.
+
+    Raises:
+        ValueError: a weight is NaN or ``+inf`` (the energy is NaN or ``-inf``
+            at some draws), or every weight is zero.
+    """
+    log_w = np.asarray(log_weights, dtype=np.float64).ravel()
+    n = log_w.size
+    bad = np.isnan(log_w) | (log_w == np.inf)
+    if bad.any():
+        raise ValueError(
+            f"log_partition: the energy is NaN or -inf at {int(bad.sum())} of {n} flow draws "
+            "(their importance weights are NaN or infinite)"
+        )
+    top = log_w.max()
+    if top == -np.inf:
+        raise ValueError(f"log_partition: all {n} importance weights are zero (the energy is +inf at every draw)")
+    w = np.exp(log_w - top)
+    mean = w.mean()
+    stderr = float(w.std(ddof=1) / (mean * math.sqrt(n))) if n > 1 else math.inf
+    ess = float(w.sum() ** 2 / (w**2).sum())
+    if ess < max(10.0, min_ess_fraction * n):
+        warnings.warn(
+            f"log_partition: the importance weights' effective sample size is {ess:.1f} of {n} draws; "
+            "the flow is far from the model and the estimate and its standard error are not to be trusted"
+        )
+    return LogPartition(float(top + math.log(mean)), stderr, ess, n)

@@ -107,7 +107,8 @@ def default_flow(
 
     The splines are the identity outside ``[-interval, interval]``, so the
     tails stay Gaussian and unbounded; both directions are exact and equally
-    fast, so the flow serves as an independent proposal.
+    fast, so the flow serves as an independent proposal. The conditioners'
+    last layers start at zero: a fresh flow is the identity map.
 
     Args:
         key: JAX key for the initial weights.
@@ -140,6 +141,9 @@ def default_flow(
             nn_width=nn_width,
             nn_depth=nn_depth,
         )
+        # zero last layer: the conditioner gives the spline's initial (identity) parameters
+        last = lambda c: (c.conditioner.layers[-1].weight, c.conditioner.layers[-1].bias)  # noqa: E731
+        coupling = eqx.tree_at(last, coupling, replace_fn=jnp.zeros_like)
         return Chain([coupling, Flip((dim,))]).merge_chains()
 
     layers = eqx.filter_vmap(make_layer)(jax.random.split(key, num_layers))

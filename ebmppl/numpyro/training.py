@@ -217,6 +217,12 @@ class EBMTrainer:
             raise RuntimeError("call init (or run) first")
         return self._potential(self._site, params, args, kwargs)
 
+    def flow(self, state: TrainState):
+        """The flow (a flowjax distribution) with ``state``'s parameters: a sampler of the model."""
+        if self._site is None:
+            raise RuntimeError("call init (or run) first")
+        return eqx.combine(state.flow_params, self._flow_static)
+
     # --- init / update / run --------------------------------------------------------
     def init(self, rng_key, *args, **kwargs) -> TrainState:
         """The state before the first update: energy as built, flow fresh, pool from the flow."""
@@ -316,7 +322,7 @@ class EBMTrainer:
     # --- the jitted update ------------------------------------------------------------
     def _build(self, name, data, flow_static, args, kwargs):
         self._failures = 0
-        self._site = name
+        self._site, self._flow_static = name, flow_static
         trainer = self
 
         def energy_fn(params, x):

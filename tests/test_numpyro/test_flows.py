@@ -1,5 +1,6 @@
 """Exact identities of the flows used as proposals (checked in float64)."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,6 +12,7 @@ from ebmppl.numpyro.flows import (
     check_flow,
     default_flow,
     fit_whitening,
+    partition_flow,
     proposal_log_prob,
     proposal_sample_and_log_prob,
 )
@@ -22,9 +24,26 @@ def float64():
         yield
 
 
+def perturbed(flow, key):
+    """A fresh flow is the identity map: move every trainable array off its initial value."""
+    params, static = partition_flow(flow)
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(key, len(leaves))
+    leaves = [leaf + 0.1 * jax.random.normal(k, leaf.shape, leaf.dtype) for leaf, k in zip(leaves, keys)]
+    return eqx.combine(jax.tree.unflatten(treedef, leaves), static)
+
+
+def test_fresh_default_flow_is_the_identity_and_perturbed_is_not():
+    z = jax.random.normal(jax.random.key(0), (16, 3))
+    flow = default_flow(jax.random.key(1), 3)
+    np.testing.assert_allclose(jax.vmap(flow.bijection.transform)(z), z, atol=1e-12)
+    moved = jax.vmap(perturbed(flow, jax.random.key(2)).bijection.transform)(z)
+    assert float(jnp.abs(moved - z).max()) > 0.1
+
+
 @pytest.mark.parametrize("dim", [1, 2, 5])
 def test_inverse_of_forward_is_identity(dim):
-    flow = default_flow(jax.random.key(1), dim)
+    flow = perturbed(default_flow(jax.random.key(1), dim), jax.random.key(11))
     z = 2.0 * jax.random.normal(jax.random.key(2), (64, dim))
     x = jax.vmap(flow.bijection.transform)(z)
     np.testing.assert_allclose(jax.vmap(flow.bijection.inverse)(x), z, atol=1e-9)
@@ -32,7 +51,7 @@ def test_inverse_of_forward_is_identity(dim):
 
 @pytest.mark.parametrize("dim", [1, 3, 6])
 def test_log_det_matches_autodiff(dim):
-    flow = default_flow(jax.random.key(3), dim)
+    flow = perturbed(default_flow(jax.random.key(3), dim), jax.random.key(13))
     z = 1.5 * jax.random.normal(jax.random.key(4), (8, dim))
     _, log_det = jax.vmap(flow.bijection.transform_and_log_det)(z)
     _, expected = jnp.linalg.slogdet(jax.vmap(jax.jacfwd(flow.bijection.transform))(z))
@@ -45,7 +64,7 @@ def test_whitened_proposal_density_is_change_of_variables():
     whitening = fit_whitening(points)
     whitened = (points - whitening.loc) @ whitening.inverse.T
     np.testing.assert_allclose(jnp.cov(whitened, rowvar=False), jnp.eye(3), atol=1e-3)
-    flow = default_flow(jax.random.key(6), 3)
+    flow = perturbed(default_flow(jax.random.key(6), 3), jax.random.key(16))
     x, log_q = proposal_sample_and_log_prob(flow, whitening, jax.random.key(7), (10,))
     np.testing.assert_allclose(proposal_log_prob(flow, whitening, x), log_q, atol=1e-3)
     # log q(x) = log q_u(u) - log|det dx/du| with x = loc + matrix @ u

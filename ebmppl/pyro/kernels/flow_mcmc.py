@@ -52,7 +52,7 @@ class FlowMCMC(MCMCKernel):
         num_walkers: walkers moved together; ``None`` for the leading size of
             ``initial_params`` if given, else 40.
         flow: the proposal: ``None`` for :func:`~ebmppl.pyro.flows.default_flow`
-            (a zuko rational-quadratic spline coupling flow), a factory
+            (a rational-quadratic spline coupling flow), a factory
             ``dim -> flow``, or a flow with an exact inverse (a zuko flow or a
             Pyro ``TransformedDistribution`` of ``TransformModule`` s) of
             event shape ``(D,)``. A flow instance is used as given (on

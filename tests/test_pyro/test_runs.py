@@ -1,0 +1,76 @@
+"""A trained run as a prior (Pyro): load_potential is normalised, and FlowMCMC samples a posterior under it."""
+
+import os
+import subprocess
+import sys
+
+import arviz as az
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.infer import MCMC
+
+from ebmppl.pyro import FlowMCMC, load_potential
+from ebmppl.runs import RunError
+
+Y, SIGMA = np.array([1.2, 0.1]), 0.7  # one noisy observation y ~ N(x, σ² I)
+GX, GY = np.linspace(-12.0, 12.0, 601), np.linspace(-4.0, 4.0, 401)
+GRID = np.stack(np.meshgrid(GX, GY), -1).reshape(-1, 2)
+CELL = (GX[1] - GX[0]) * (GY[1] - GY[0])
+LOG_LIKELIHOOD = -0.5 * ((GRID - Y) ** 2).sum(-1) / SIGMA**2
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("run") / "four"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    subprocess.run([sys.executable, "-m", "ebmppl", "train", "--backend", "pyro", "--steps", "40",
+                    "--out", str(folder), "--quiet"], check=True, capture_output=True, env=env, timeout=600)
+    return folder
+
+
+def grid_moments(log_density):
+    """Mean and standard deviation of the density ``exp(log_density)`` on the grid."""
+    w = np.exp(log_density - log_density.max())
+    w /= w.sum()
+    mean = w @ GRID
+    return mean, np.sqrt(w @ (GRID - mean) ** 2)
+
+
+def test_loaded_potential_is_normalised_and_samples_its_posterior(run):
+    potential = load_potential(run)
+    with torch.no_grad():
+        log_prior = potential.log_prob(torch.tensor(GRID, dtype=torch.float32)).double().numpy()
+    mass = np.exp(log_prior).sum() * CELL
+    assert abs(mass - 1.0) < 0.05, mass  # normalised by the run's log Z estimate
+    mean, sd = grid_moments(log_prior + LOG_LIKELIHOOD)
+
+    def model():
+        x = pyro.sample("x", potential)
+        pyro.sample("y", dist.Normal(x, SIGMA).to_event(1), obs=torch.tensor(Y, dtype=torch.float32))
+
+    pyro.set_rng_seed(2)
+    walkers = 20
+    init = potential.flow().sample((walkers,))
+    mcmc = MCMC(FlowMCMC(model, num_walkers=walkers), warmup_steps=400, num_samples=500,
+                initial_params={"x": init}, disable_progbar=True)
+    mcmc.run()
+    x = mcmc.get_samples()["x"].numpy().transpose(1, 0, 2)  # (walkers, draws, 2)
+    ess = np.asarray(az.ess(az.convert_to_dataset({"x": x}), method="mean")["x"])
+    mcse = sd / np.sqrt(ess)
+    draws = x.reshape(-1, 2)
+    assert np.all(np.abs(draws.mean(0) - mean) < 4 * mcse), (draws.mean(0), mean, mcse)
+    assert np.all(np.abs(draws.std(0) / sd - 1) < 0.1), (draws.std(0), sd)
+    # a control: the prior's mean, which a sampler ignoring the observation would find, is far outside
+    prior_mean, _ = grid_moments(log_prior)
+    assert np.any(np.abs(draws.mean(0) - prior_mean) > 10 * mcse), (draws.mean(0), prior_mean, mcse)
+
+
+def test_load_potential_refuses_a_numpyro_run_and_a_missing_one(tmp_path, run):
+    (tmp_path / "config.json").write_text((run / "config.json").read_text().replace('"pyro"', '"numpyro"'))
+    with pytest.raises(RunError, match="numpyro backend"):
+        load_potential(tmp_path)
+    with pytest.raises(RunError, match="does not exist"):
+        load_potential(tmp_path / "nowhere")
