@@ -30,7 +30,16 @@ from numpyro.contrib.module import eqx_module
 from ebmppl.numpyro.partition import log_partition
 from ebmppl.numpyro.potential import Potential
 from ebmppl.numpyro.training import EBMTrainer, load_checkpoint, save_checkpoint
-from ebmppl.runs import BASE_SCALE, RunData, RunError, load_run_data, min_bulk_ess, read_config, training_loop
+from ebmppl.runs import (
+    BASE_SCALE,
+    RunData,
+    RunError,
+    load_run_data,
+    min_bulk_ess,
+    mode_weights_by_importance,
+    read_config,
+    training_loop,
+)
 
 __all__ = ["load_potential", "sample_run", "train"]
 
@@ -118,10 +127,8 @@ def train(run_dir: Path, config: dict, data: RunData, resume: bool, progress: bo
     if data.target is not None:
         z, log_q = flow.sample_and_log_prob(jax.random.key(config["seed"] + 2), (config["log_z_samples"],))
         log_w = np.asarray(potential.log_prob(z) - log_q, float)
-        x = np.asarray(z) * data.scale + data.loc
-        w = np.exp(log_w - log_w.max())
-        weights = np.bincount(data.target.assign(x), weights=w, minlength=len(data.target.weights))
-        result["mode_weights"] = (weights / weights.sum()).tolist()
+        result["mode_weights"] = mode_weights_by_importance(data.target, np.asarray(z) * data.scale + data.loc,
+                                                            log_w)
     return result
 
 

@@ -18,6 +18,8 @@ Example:
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch import nn
@@ -28,8 +30,15 @@ from ebmppl.pyro.potential import Potential
 __all__ = ["LogPartition", "log_partition"]
 
 
-def log_partition(potential: Potential, flow, num_samples: int = 10_000, *, batch_size: int = 8192) -> LogPartition:
+def log_partition(potential: Potential, flow, num_samples: int = 10_000, *, defensive: float = 0.1,
+                  batch_size: int = 8192) -> LogPartition:
     """Estimate ``log Z = log ∫ exp(-E(x)) base(x) dx`` with draws from ``flow``.
+
+    When the potential has a ``base``, a fraction ``defensive`` of the draws
+    come from it and every weight uses the mixture ``(1-a)·q + a·base``
+    (defensive importance sampling): the weights stay bounded by
+    ``exp(-E)/a`` even where the flow has too little mass, which would
+    otherwise bias ``log Z`` low with an over-confident standard error.
 
     Args:
         potential: a :class:`~ebmppl.pyro.Potential` (its ``log_prob`` is the
@@ -38,7 +47,8 @@ def log_partition(potential: Potential, flow, num_samples: int = 10_000, *, batc
             ``default_flow``'s or zuko's) or a torch distribution of the
             potential's event shape, close to the model (e.g. the flow an
             ``EBMTrainer`` trained beside it).
-        num_samples: flow draws.
+        num_samples: draws in all.
+        defensive: share of the draws from the base (0 for none).
         batch_size: draws evaluated at once.
 
     Returns:
@@ -54,14 +64,25 @@ def log_partition(potential: Potential, flow, num_samples: int = 10_000, *, batc
             f"the flow's draws have shape {tuple(distribution.event_shape)}, the potential's "
             f"event_shape is {event_shape}"
         )
+    if not 0.0 <= defensive < 1.0:
+        raise ValueError(f"defensive must be in [0, 1), got {defensive}")
+    base = potential.base if defensive > 0 else None
+    num_base = 0 if base is None else int(round(defensive * num_samples))
+    share = num_base / num_samples
     log_weights = []
     with torch.no_grad():
-        for start in range(0, num_samples, batch_size):
-            count = min(batch_size, num_samples - start)
-            if hasattr(distribution, "rsample_and_log_prob"):
-                x, log_q = distribution.rsample_and_log_prob((count,))
-            else:
-                x = distribution.sample((count,))
-                log_q = distribution.log_prob(x)
-            log_weights.append((potential.log_prob(x) - log_q).double().cpu().numpy())
+        for source, count_all in ((distribution, num_samples - num_base), (base, num_base)):
+            for start in range(0, count_all, batch_size):
+                count = min(batch_size, count_all - start)
+                if source is base:
+                    x = base.sample((count,))
+                    log_q = distribution.log_prob(x)
+                elif hasattr(distribution, "rsample_and_log_prob"):
+                    x, log_q = distribution.rsample_and_log_prob((count,))
+                else:
+                    x = distribution.sample((count,))
+                    log_q = distribution.log_prob(x)
+                if share > 0:
+                    log_q = torch.logaddexp(math.log1p(-share) + log_q, math.log(share) + base.log_prob(x))
+                log_weights.append((potential.log_prob(x) - log_q).double().cpu().numpy())
     return log_partition_from_log_weights(np.concatenate(log_weights))

@@ -29,7 +29,15 @@ from torch.distributions import AffineTransform, ComposeTransform
 from ebmppl.pyro.partition import log_partition
 from ebmppl.pyro.potential import Potential
 from ebmppl.pyro.training import EBMTrainer
-from ebmppl.runs import BASE_SCALE, RunData, RunError, min_bulk_ess, read_config, training_loop
+from ebmppl.runs import (
+    BASE_SCALE,
+    RunData,
+    RunError,
+    min_bulk_ess,
+    mode_weights_by_importance,
+    read_config,
+    training_loop,
+)
 
 __all__ = ["load_potential", "sample_run", "train"]
 
@@ -79,6 +87,7 @@ def train(run_dir: Path, config: dict, data: RunData, resume: bool, progress: bo
     net = _network(config, data.train.shape[1])
     trainer = _trainer(config, data, net)
     z_train = _standardised(data, data.train)
+    trainer.init(z_train)
     if resume and (run_dir / CHECKPOINT).exists():  # none yet: interrupted before the first step
         try:
             trainer.load(run_dir / CHECKPOINT, z_train)
@@ -113,10 +122,7 @@ def train(run_dir: Path, config: dict, data: RunData, resume: bool, progress: bo
             pyro.set_rng_seed(config["seed"] + 2)
             z, log_q = trainer.flow().rsample_and_log_prob((config["log_z_samples"],))
             log_w = (potential.log_prob(z) - log_q).double().numpy()
-        x = z.numpy() * data.scale + data.loc
-        w = np.exp(log_w - log_w.max())
-        weights = np.bincount(data.target.assign(x), weights=w, minlength=len(data.target.weights))
-        result["mode_weights"] = (weights / weights.sum()).tolist()
+        result["mode_weights"] = mode_weights_by_importance(data.target, z.numpy() * data.scale + data.loc, log_w)
     return result
 
 

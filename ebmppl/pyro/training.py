@@ -185,6 +185,15 @@ class EBMTrainer:
         names = ("loss", "energy_data", "energy_negatives", "global_accept_prob", "local_accept_prob")
         return names + (("mode_weights",) if self.mode_centres is not None else ())
 
+    def init(self, *args, **kwargs) -> None:
+        """Set up from the model and its arguments (the data) without a step: parameters, flow, pool.
+
+        :meth:`step` does it when needed; call it first to save (or inspect)
+        the state before any update.
+        """
+        if not self._ready:
+            self._setup(args, kwargs)
+
     # --- one step -----------------------------------------------------------------------------
     def step(self, *args, **kwargs) -> tuple[float, dict]:
         """One update; returns the loss and the step's statistics.
