@@ -5,11 +5,16 @@ turns its folder into a normalised ``Potential`` for use in another model,
 and :func:`sample_run` draws from it with ``FlowMCMC``.
 
 Example:
-    >>> import jax, jax.numpy as jnp, numpyro, numpyro.distributions as dist
+    >>> import tempfile, jax, jax.numpy as jnp
+    >>> from ebmppl.cli import main
     >>> from ebmppl.numpyro import load_potential
-    >>> def posterior(y, run="runs/train"):  # doctest: +SKIP
-    ...     x = numpyro.sample("x", load_potential(run))  # the trained EBM as a prior
-    ...     numpyro.sample("y", dist.Normal(x, 0.5).to_event(1), obs=y)
+    >>> run = tempfile.mkdtemp() + "/run"
+    >>> main(["train", "--backend", "numpyro", "--steps", "5", "--out", run, "--quiet"])  # doctest: +ELLIPSIS
+    ebmppl: trained flow (numpyro) on line_of_four ...
+    0
+    >>> potential = load_potential(run)  # normalised: use it at a latent site, e.g. as a prior
+    >>> potential.log_prob(jnp.zeros((3, 2))).shape, potential.flow.sample(jax.random.key(0), (4,)).shape
+    ((3,), (4, 2))
 """
 
 from __future__ import annotations

@@ -5,11 +5,16 @@ turns its folder into a normalised ``Potential`` for use in another model,
 and :func:`sample_run` draws from it with ``FlowMCMC``.
 
 Example:
-    >>> import pyro, pyro.distributions as dist
+    >>> import tempfile, torch
+    >>> from ebmppl.cli import main
     >>> from ebmppl.pyro import load_potential
-    >>> def posterior(y, run="runs/train"):  # doctest: +SKIP
-    ...     x = pyro.sample("x", load_potential(run))  # the trained EBM as a prior
-    ...     pyro.sample("y", dist.Normal(x, 0.5).to_event(1), obs=y)
+    >>> run = tempfile.mkdtemp() + "/run"
+    >>> main(["train", "--backend", "pyro", "--steps", "5", "--out", run, "--quiet"])  # doctest: +ELLIPSIS
+    ebmppl: trained flow (pyro) on line_of_four ...
+    0
+    >>> potential = load_potential(run)  # normalised: use it at a latent site, e.g. as a prior
+    >>> potential.log_prob(torch.zeros(3, 2)).shape, potential.flow().sample((4,)).shape
+    (torch.Size([3]), torch.Size([4, 2]))
 """
 
 from __future__ import annotations

@@ -41,6 +41,22 @@ def test_train_then_sample(tmp_path, backend):
     assert "acceptance" in out.stdout and "ESS" in out.stdout
 
 
+def test_train_on_a_csv_file_in_three_dimensions(tmp_path):
+    points = np.random.default_rng(0).normal(size=(600, 3)) * [1.0, 10.0, 0.1] + [0.0, 50.0, -2.0]
+    np.savetxt(tmp_path / "points.csv", points, delimiter=",", header="a,b,c", comments="")
+    run = tmp_path / "run"
+    out = ebmppl("train", "--data", tmp_path / "points.csv", "--backend", "pyro", "--steps", 20, "--out", run,
+                 "--quiet")
+    assert out.returncode == 0, out.stderr
+    config = json.loads((run / "config.json").read_text())
+    assert config["dim"] == 3 and config["data_name"] is None and config["finished"]
+    np.testing.assert_allclose(config["scale"], [1.0, 10.0, 0.1], rtol=0.1)  # standardised per coordinate
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert "mode_weights" not in metrics and np.isfinite(metrics["test_log_likelihood"])
+    assert (run / "samples.png").is_file() and not (run / "density.png").exists()  # density only in 2-D
+    assert np.load(run / "train.npy").shape == (540, 3) and np.load(run / "test.npy").shape == (60, 3)
+
+
 def test_interrupted_training_resumes(tmp_path):
     run = tmp_path / "run"
     process = subprocess.Popen([sys.executable, "-m", "ebmppl", "train", "--backend", "pyro", "--steps", "40",
