@@ -116,7 +116,11 @@ class Potential(TorchDistribution):
             )
         log_prob = -energy
         if self.base is not None:
-            log_prob = log_prob + self.base.log_prob(value)
+            # a non-finite value (a diverged proposal) gets a NaN density, not the base's validation error
+            finite = torch.isfinite(value).reshape(batch + (-1,)).all(-1)
+            inside = transform_to(self.base.support)(torch.zeros_like(value))  # a point of the support
+            safe = torch.where(finite.reshape(batch + (1,) * event_dim), value, inside)
+            log_prob = log_prob + torch.where(finite, self.base.log_prob(safe), torch.full_like(log_prob, torch.nan))
         return log_prob.expand(torch.broadcast_shapes(log_prob.shape, self.batch_shape))
 
     def sample(self, sample_shape=torch.Size()) -> torch.Tensor:

@@ -65,3 +65,13 @@ def test_observed_site_in_a_plate():
     trace = pyro.poutine.trace(model).get_trace()
     torch.testing.assert_close(trace.nodes["obs"]["fn"].log_prob(data), -quadratic(data))
     torch.testing.assert_close(trace.log_prob_sum(), -quadratic(data).sum())
+
+
+def test_non_finite_value_gets_a_nan_density_even_with_a_validating_base():
+    # a diverged MALA proposal must be rejected by the kernel, not raise the base's support check
+    base = dist.LogNormal(0.0, 1.0, validate_args=True).expand([2]).to_event(1)
+    potential = Potential(lambda x: x.sum(-1), event_shape=(2,), base=base)
+    out = potential.log_prob(torch.tensor([[1.0, 2.0], [float("nan"), 1.0]]))
+    expected = -3.0 + base.log_prob(torch.tensor([1.0, 2.0]))
+    torch.testing.assert_close(out[0], expected)
+    assert torch.isnan(out[1])
