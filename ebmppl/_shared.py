@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["LogPartition", "check_flow_mcmc_options", "interleaved_slots", "log_partition_from_log_weights"]
+__all__ = ["LogPartition", "check_flow_mcmc_options", "check_neutra_options", "interleaved_slots", "log_partition_from_log_weights"]
 
 
 def check_flow_mcmc_options(
@@ -55,6 +55,33 @@ def check_flow_mcmc_options(
     if not 0.0 < target_accept_prob < 1.0:
         raise ValueError(f"target_accept_prob must lie in (0, 1), got {target_accept_prob}")
     return num_leapfrog
+
+
+def check_neutra_options(
+    *,
+    model,
+    potential_fn,
+    fit: str,
+    step_size: float,
+    trajectory_length: float | None,
+    max_leapfrog: int,
+    target_accept_prob: float,
+) -> None:
+    """Check NeuTraHMC's constructor arguments.
+
+    Raises:
+        ValueError: naming the argument that is out of range.
+    """
+    if (model is None) == (potential_fn is None):
+        raise ValueError("NeuTraHMC needs exactly one of `model` and `potential_fn`")
+    if fit not in ("forward", "reverse"):
+        raise ValueError(f"fit must be 'forward' or 'reverse' (KL), got {fit!r}")
+    if not step_size > 0 or int(max_leapfrog) < 1:
+        raise ValueError(f"need step_size > 0 and max_leapfrog >= 1, got {step_size}, {max_leapfrog}")
+    if trajectory_length is not None and not trajectory_length > 0:
+        raise ValueError(f"trajectory_length must be positive or None (adapted), got {trajectory_length}")
+    if not 0.0 < target_accept_prob < 1.0:
+        raise ValueError(f"target_accept_prob must lie in (0, 1), got {target_accept_prob}")
 
 
 def interleaved_slots(dim: int, first_size: int) -> list[int]:

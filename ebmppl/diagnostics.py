@@ -24,6 +24,8 @@ _STAT_NAMES = {
     "global_accept_prob": "global_acceptance_rate",
     "local_accept_prob": "local_acceptance_rate",
     "diverging": "diverging",
+    "step_size": "step_size",
+    "num_steps": "n_steps",
 }
 
 
@@ -35,7 +37,8 @@ def to_arviz(mcmc):
     sites' values in their constrained space. ``sample_stats`` has what the
     kernel reported: ``acceptance_rate``, ``lp`` (the log density, minus the
     potential energy), ``global_acceptance_rate`` and
-    ``local_acceptance_rate`` for ``FlowMCMC``; ``diverging`` for NUTS/HMC.
+    ``local_acceptance_rate`` for ``FlowMCMC``; ``diverging``, ``step_size``
+    and ``n_steps`` for ``NeuTraHMC``; ``diverging`` for NUTS/HMC.
     It is built with ``az.from_dict``, so it is an ``InferenceData`` on ArviZ
     0.x and a ``DataTree`` on ArviZ 1.x.
 

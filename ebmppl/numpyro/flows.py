@@ -23,7 +23,16 @@ import jax
 import jax.numpy as jnp
 import optax
 import paramax
-from flowjax.bijections import Chain, Coupling, Flip, RationalQuadraticSpline, Scan
+from flowjax.bijections import (
+    AbstractBijection,
+    Chain,
+    Coupling,
+    Flip,
+    MaskedAutoregressive,
+    RationalQuadraticSpline,
+    Scan,
+    Vmap,
+)
 from flowjax.distributions import AbstractDistribution, StandardNormal, Transformed
 
 from ebmppl._shared import interleaved_slots
@@ -32,6 +41,8 @@ __all__ = [
     "Whitening",
     "check_flow",
     "default_flow",
+    "neutra_flow",
+    "fit_diagonal_whitening",
     "fit_flow",
     "fit_whitening",
     "identity_whitening",
@@ -127,8 +138,6 @@ def default_flow(
     spline = RationalQuadraticSpline(knots=knots, interval=interval)
     if dim == 1:
         # One unconditional spline: a coupling layer needs two coordinates.
-        from flowjax.bijections import Vmap
-
         bijection = Vmap(spline, axis_size=1)
         return Transformed(StandardNormal((1,)), bijection)
 
@@ -148,6 +157,102 @@ def default_flow(
 
     layers = eqx.filter_vmap(make_layer)(jax.random.split(key, num_layers))
     return Transformed(StandardNormal((dim,)), Scan(layers))
+
+
+LOG_SCALE_LIMIT = 5.0  # |log scale| of one affine coupling layer stays below this (soft bound)
+
+
+class SoftAffine(AbstractBijection):
+    """Scalar ``y = x * exp(s) + loc`` with ``s = L tanh(log_scale / L)``; zero parameters are the identity.
+
+    The transformer of :func:`neutra_flow`'s couplings: an exponential scale
+    (the funnel's scale is ``exp(v / 2)``) softly bounded by
+    ``L = LOG_SCALE_LIMIT`` so that one layer cannot overflow.
+    """
+
+    shape: tuple[int, ...] = ()
+    cond_shape: None = None
+    loc: jax.Array = eqx.field(default_factory=lambda: jnp.zeros(()))
+    log_scale: jax.Array = eqx.field(default_factory=lambda: jnp.zeros(()))
+
+    def _s(self):
+        return LOG_SCALE_LIMIT * jnp.tanh(self.log_scale / LOG_SCALE_LIMIT)
+
+    def transform_and_log_det(self, x, condition=None):
+        s = self._s()
+        return x * jnp.exp(s) + self.loc, jnp.sum(s)
+
+    def inverse_and_log_det(self, y, condition=None):
+        s = self._s()
+        return (y - self.loc) * jnp.exp(-s), -jnp.sum(s)
+
+
+def neutra_flow(
+    key: jax.Array,
+    dim: int,
+    *,
+    num_layers: int = 4,
+    nn_width: int = 32,
+    nn_depth: int = 1,
+) -> Transformed:
+    """An inverse autoregressive affine flow with a standard normal base: NeuTraHMC's default transport.
+
+    Layer ``k`` maps ``z`` to ``x_i = z_i exp(s_i(z_<i)) + t_i(z_<i)``, with
+    ``(s, t)`` a masked ReLU network; the order of the coordinates reverses
+    between layers. Scales that grow exponentially with an earlier coordinate
+    (Neal's funnel: ``x = exp(v / 2) z``) and shifts polynomial in it (the
+    banana) are in its family, and ReLU networks extrapolate linearly into
+    the tails the chains visit rarely. The latent-to-data direction, which HMC
+    evaluates at every leapfrog step, is one network pass per layer; the
+    inverse (density of data points) takes ``dim`` passes. The networks' last
+    layers start at zero: a fresh flow is the identity map.
+
+    Args:
+        key: JAX key for the initial weights.
+        dim: dimension of the flow (at least 1).
+        num_layers: number of autoregressive layers.
+        nn_width: width of each network's hidden layers.
+        nn_depth: number of hidden layers of each network.
+
+    Returns:
+        A flowjax ``Transformed`` distribution of shape ``(dim,)``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from ebmppl.numpyro.flows import neutra_flow
+        >>> flow = neutra_flow(jax.random.key(0), 3)
+        >>> bool(jnp.allclose(flow.bijection.transform(jnp.ones(3)), 1.0))  # identity at init
+        True
+    """
+    if dim < 1:
+        raise ValueError(f"neutra_flow needs dim >= 1, got {dim}")
+
+    def make_layer(layer_key):
+        layer = MaskedAutoregressive(
+            layer_key, transformer=SoftAffine(), dim=dim, nn_width=nn_width, nn_depth=nn_depth
+        )
+        # the last layer's weight is masked: zero the array inside its Parameterize wrapper
+        last = lambda m: (  # noqa: E731
+            m.masked_autoregressive_mlp.layers[-1].weight.args[1],
+            m.masked_autoregressive_mlp.layers[-1].bias,
+        )
+        layer = eqx.tree_at(last, layer, replace_fn=jnp.zeros_like)
+        return Chain([layer, Flip((dim,))]).merge_chains()
+
+    layers = eqx.filter_vmap(make_layer)(jax.random.split(key, num_layers))
+    return Transformed(StandardNormal((dim,)), Scan(layers))
+
+
+def fit_diagonal_whitening(points: jax.Array, jitter: float = 1e-6) -> Whitening:
+    """Standardisation of ``points`` (shape ``(n, D)``): mean 0 and unit variance per coordinate.
+
+    Unlike :func:`fit_whitening` it does not rotate, so the coordinates keep
+    the model's order, which an autoregressive flow follows.
+    """
+    loc = points.mean(0)
+    var = points.var(0)
+    scale = jnp.sqrt(var + jitter * (jnp.mean(var) + 1e-12))
+    return Whitening(loc, jnp.diag(scale), jnp.diag(1.0 / scale), jnp.sum(jnp.log(scale)))
 
 
 def partition_flow(flow: AbstractDistribution):

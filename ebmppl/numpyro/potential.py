@@ -11,7 +11,35 @@ from typing import Callable
 import jax.numpy as jnp
 from numpyro.distributions import Distribution, constraints
 
-__all__ = ["Potential"]
+__all__ = ["FlowBase", "Potential"]
+
+
+class FlowBase(Distribution):
+    """A flowjax flow seen as a NumPyro distribution: the backbone of a ``Potential``.
+
+    ``Potential(energy, base=flow)`` wraps a flowjax distribution in this
+    class; ``flow`` keeps the flow itself, whose latent space
+    :class:`~ebmppl.numpyro.NeuTraHMC` samples in.
+
+    Args:
+        flow: an unconditional flowjax distribution.
+    """
+
+    arg_constraints = {}
+    support = constraints.real_vector
+    pytree_data_fields = ("flow",)
+
+    def __init__(self, flow, *, validate_args: bool | None = None):
+        if flow.cond_shape is not None:
+            raise ValueError(f"a Potential's base flow must be unconditional, got cond_shape {flow.cond_shape}")
+        self.flow = flow
+        super().__init__((), tuple(flow.shape), validate_args=validate_args)
+
+    def log_prob(self, value):
+        return self.flow.log_prob(value)
+
+    def sample(self, key, sample_shape=()):
+        return self.flow.sample(key, tuple(sample_shape))
 
 
 class Potential(Distribution):
@@ -26,8 +54,11 @@ class Potential(Distribution):
         energy: maps values of shape ``(..., *event_shape)`` to energies of
             shape ``(...)``; the output shape is checked.
         event_shape: shape of one value.
-        base: optional NumPyro distribution tilted by the energy (its
-            ``event_shape`` must equal ``event_shape``); gives the batch shape.
+        base: optional distribution tilted by the energy: a NumPyro
+            distribution (its ``event_shape`` must equal ``event_shape``; it
+            gives the batch shape) or a flowjax flow of shape ``event_shape``,
+            the *flow backbone* ``p(x) ∝ exp(-energy(x)) q(x)`` that
+            :class:`~ebmppl.numpyro.NeuTraHMC` samples in its latent space.
         support: the support (default: real, or ``base.support``).
 
     Example:
@@ -63,6 +94,8 @@ class Potential(Distribution):
             raise TypeError(f"energy must be callable, got {type(energy).__name__}")
         event_shape = tuple(event_shape)
         batch_shape: tuple[int, ...] = ()
+        if base is not None and _is_flowjax(base):
+            base = FlowBase(base)
         if base is not None:
             if tuple(base.event_shape) != event_shape:
                 raise ValueError(
@@ -76,6 +109,11 @@ class Potential(Distribution):
         self.base = base
         self.support = constraints.independent(support, len(event_shape) - support.event_dim)
         super().__init__(batch_shape, event_shape, validate_args=validate_args)
+
+    @property
+    def backbone(self):
+        """The flow of a flow-backbone potential (``base`` a flowjax flow), else ``None``."""
+        return self.base.flow if isinstance(self.base, FlowBase) else None
 
     def log_prob(self, value):
         shape = jnp.shape(value)
@@ -103,3 +141,11 @@ class Potential(Distribution):
             "Potential is unnormalized and cannot be sampled directly: draw from it with "
             "FlowMCMC or NUTS (as a latent site)"
         )
+
+
+def _is_flowjax(obj) -> bool:
+    try:
+        from flowjax.distributions import AbstractDistribution
+    except ImportError:  # pragma: no cover - flowjax is a dependency of the backend
+        return False
+    return isinstance(obj, AbstractDistribution)

@@ -32,10 +32,13 @@ __all__ = [
     "Whitening",
     "as_flow_module",
     "check_flow",
+    "base_maps",
     "default_flow",
+    "fit_diagonal_whitening",
     "fit_flow",
     "fit_whitening",
     "identity_whitening",
+    "neutra_flow",
     "proposal_log_prob",
     "proposal_sample_and_log_prob",
 ]
@@ -135,6 +138,84 @@ def default_flow(
 
     return SplineCouplingFlow(dim, num_layers=num_layers, nn_width=nn_width, nn_depth=nn_depth, knots=knots,
                               bound=interval)
+
+
+def neutra_flow(dim: int, *, num_layers: int = 4, nn_width: int = 32, nn_depth: int = 1) -> nn.Module:
+    """An inverse autoregressive affine flow with a standard normal base: NeuTraHMC's default transport.
+
+    An :class:`~ebmppl.pyro.autoregressive.AffineAutoregressiveFlow`: layer
+    ``k`` maps ``z`` to ``x_i = z_i exp(s_i(z_<i)) + t_i(z_<i)`` with a masked
+    ReLU network, the order reversing between layers. Funnel-like scales
+    ``exp(v / 2)`` and banana-like shifts are in its family; the
+    latent-to-data direction is one network pass per layer. A fresh flow is
+    the identity map. The hidden weights come from torch's global generator.
+
+    Args:
+        dim: dimension of the flow (at least 1).
+        num_layers: number of autoregressive layers.
+        nn_width: width of each network's hidden layers.
+        nn_depth: number of hidden layers of each network.
+
+    Returns:
+        A module: ``flow()`` is a distribution of event shape ``(dim,)``.
+
+    Example:
+        >>> import torch
+        >>> from ebmppl.pyro.flows import neutra_flow
+        >>> flow = neutra_flow(3)
+        >>> torch.allclose(flow.from_base(torch.ones(3))[0], torch.ones(3))  # identity at init
+        True
+    """
+    from ebmppl.pyro.autoregressive import AffineAutoregressiveFlow
+
+    return AffineAutoregressiveFlow(dim, num_layers=num_layers, nn_width=nn_width, nn_depth=nn_depth)
+
+
+def fit_diagonal_whitening(points: torch.Tensor, jitter: float = 1e-6) -> Whitening:
+    """Standardisation of ``points`` (shape ``(n, D)``): mean 0 and unit variance per coordinate.
+
+    Unlike :func:`fit_whitening` it does not rotate, so the coordinates keep
+    the model's order, which an autoregressive flow follows.
+    """
+    points = points.detach()
+    loc = points.mean(0)
+    var = points.var(0, unbiased=False)
+    scale = (var + jitter * (var.mean() + 1e-12)).sqrt()
+    return Whitening(loc, torch.diag(scale), torch.diag(1.0 / scale), scale.log().sum())
+
+
+def base_maps(flow: nn.Module):
+    """The two maps of a flow between its base (latent) space and data.
+
+    Returns:
+        ``(forward, inverse)``: ``forward(z) = (x, log|det dx/dz|)``,
+        differentiable in ``z`` and the flow's parameters, and
+        ``inverse(x) = z``. For ebmppl's flows, zuko flows and Pyro
+        ``TransformedDistribution`` s.
+    """
+    if hasattr(flow, "from_base") and hasattr(flow, "to_base"):
+        def forward(z):
+            x, log_det = flow.from_base(z)
+            return x, -log_det
+
+        return forward, lambda x: flow.to_base(x)[0]
+    distribution = flow()
+    if isinstance(distribution, TransformedDistribution):  # transforms map base to data
+        def forward(z):
+            transform = torch.distributions.ComposeTransform(flow().transforms)
+            x = transform(z)
+            return x, transform.log_abs_det_jacobian(z, x)
+
+        def inverse(x):
+            return torch.distributions.ComposeTransform(flow().transforms).inv(x)
+
+        return forward, inverse
+    if hasattr(distribution, "transform"):  # zuko: transform maps data to base
+        def forward(z):
+            return flow().transform.inv.call_and_ladj(z)
+
+        return forward, lambda x: flow().transform(x)
+    raise ValueError(f"flow returned a {type(distribution).__name__}, not a transformed distribution")
 
 
 class _TransformedFlow(nn.Module):

@@ -38,8 +38,12 @@ class Potential(TorchDistribution):
         energy: maps values of shape ``(..., *event_shape)`` to energies of
             shape ``(...)``; the output shape is checked.
         event_shape: shape of one value.
-        base: optional Pyro distribution tilted by the energy (its
-            ``event_shape`` must equal ``event_shape``); gives the batch shape.
+        base: optional distribution tilted by the energy: a Pyro
+            distribution (its ``event_shape`` must equal ``event_shape``; it
+            gives the batch shape) or a flow module (``flow()`` a distribution
+            of event shape ``event_shape``, e.g. :func:`~ebmppl.pyro.flows.neutra_flow`
+            or a zuko flow), the *flow backbone* ``p(x) ∝ exp(-energy(x)) q(x)``
+            that :class:`~ebmppl.pyro.NeuTraHMC` samples in its latent space.
         support: the support (default: real, or ``base.support``).
 
     Example:
@@ -73,6 +77,9 @@ class Potential(TorchDistribution):
             raise TypeError(f"energy must be callable, got {type(energy).__name__}")
         event_shape = tuple(event_shape)
         batch_shape: tuple[int, ...] = ()
+        self.backbone = None
+        if isinstance(base, torch.nn.Module):
+            self.backbone, base = base, base()
         if base is not None:
             if tuple(base.event_shape) != event_shape:
                 raise ValueError(
@@ -95,6 +102,7 @@ class Potential(TorchDistribution):
         new = self._get_checked_instance(Potential, _instance)
         # The base keeps its own batch shape: log_prob broadcasts to the expanded one.
         new.energy, new._support, new.base = self.energy, self._support, self.base
+        new.backbone = self.backbone
         super(Potential, new).__init__(torch.Size(batch_shape), self.event_shape, validate_args=False)
         return new
 
@@ -116,11 +124,12 @@ class Potential(TorchDistribution):
             )
         log_prob = -energy
         if self.base is not None:
+            base = self.base if self.backbone is None else self.backbone()  # the flow's current parameters
             # a non-finite value (a diverged proposal) gets a NaN density, not the base's validation error
             finite = torch.isfinite(value).reshape(batch + (-1,)).all(-1)
-            inside = transform_to(self.base.support)(torch.zeros_like(value))  # a point of the support
+            inside = transform_to(base.support)(torch.zeros_like(value))  # a point of the support
             safe = torch.where(finite.reshape(batch + (1,) * event_dim), value, inside)
-            log_prob = log_prob + torch.where(finite, self.base.log_prob(safe), torch.full_like(log_prob, torch.nan))
+            log_prob = log_prob + torch.where(finite, base.log_prob(safe), torch.full_like(log_prob, torch.nan))
         return log_prob.expand(torch.broadcast_shapes(log_prob.shape, self.batch_shape))
 
     def sample(self, sample_shape=torch.Size()) -> torch.Tensor:

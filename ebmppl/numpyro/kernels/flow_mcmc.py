@@ -4,18 +4,21 @@ from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
-from jax.flatten_util import ravel_pytree
 from numpyro.infer.initialization import init_to_uniform
 from numpyro.infer.mcmc import MCMCKernel
-from numpyro.infer.util import initialize_model
-from numpyro.util import identity, is_prng_key
+from numpyro.util import identity
 
-from ebmppl.numpyro.flows import check_flow, default_flow, partition_flow
+from ebmppl.numpyro.flows import default_flow, partition_flow
 from ebmppl.numpyro.kernels import core
+from ebmppl.numpyro.kernels.setup import (
+    build_flow,
+    check_initial_energy,
+    check_vectorized,
+    flat_logdensity,
+    initial_params,
+)
 from ebmppl._shared import check_flow_mcmc_options
 from ebmppl.schedule import WarmupSchedule
 
@@ -174,29 +177,16 @@ class FlowMCMC(MCMCKernel):
 
     # --- init / sample ---------------------------------------------------------------
     def init(self, rng_key, num_warmup, init_params=None, model_args=(), model_kwargs={}):
-        if rng_key is None or is_prng_key(rng_key):
-            raise ValueError(
-                "FlowMCMC is an ensemble kernel: run it with "
-                "MCMC(kernel, ..., num_chains=C, chain_method='vectorized') and C >= 2 "
-                "(it got a single chain, or chain_method 'sequential'/'parallel')"
-            )
-        num_chains = rng_key.shape[0]
+        num_chains = check_vectorized("FlowMCMC", rng_key)
         key, init_key, flow_key = jax.random.split(rng_key[0], 3)
-        init_params = self._initial_params(init_key, num_chains, init_params, model_args, model_kwargs)
-        _, unravel = ravel_pytree(jax.tree.map(lambda leaf: leaf[0], init_params))
-        position = jax.vmap(lambda params: ravel_pytree(params)[0])(init_params)
-        position = jnp.asarray(position, jnp.result_type(float))
+        init_params, potential_fn, postprocess = initial_params(
+            "FlowMCMC", init_key, num_chains, init_params, self._model, self._init_strategy,
+            model_args, model_kwargs,
+        )
+        if potential_fn is not None:
+            self._potential_fn, self._postprocess_fn = potential_fn, postprocess
+        logdensity, unravel, position = flat_logdensity(self._potential_fn, init_params)
         dim = position.shape[1]
-
-        potential_fn = self._potential_fn
-
-        def logdensity(x):
-            value = -potential_fn(unravel(x))
-            if jnp.shape(value) != ():
-                raise ValueError(
-                    f"the potential must return a scalar per chain, got shape {jnp.shape(value)}"
-                )
-            return value
 
         value_and_grad = jax.value_and_grad(logdensity)
         target = core.Target(jax.vmap(logdensity), jax.vmap(value_and_grad))
@@ -204,7 +194,7 @@ class FlowMCMC(MCMCKernel):
         schedule = WarmupSchedule.default(num_warmup) if self._schedule is None else self._schedule
         schedule.validate(num_warmup)
         self._schedule = schedule
-        flow, fresh_params, ready = self._build_flow(flow_key, dim, schedule)
+        flow, fresh_params, ready = build_flow(self._flow, default_flow, flow_key, dim, schedule)
         params, static = partition_flow(flow)
         config = core.Config(
             num_warmup=num_warmup,
@@ -215,7 +205,7 @@ class FlowMCMC(MCMCKernel):
             schedule=schedule,
         )
         state = core.init(position, target, params, fresh_params, config, self._step_size, ready)
-        _check_initial_energy(state.logdensity)
+        check_initial_energy("FlowMCMC", state.logdensity)
 
         def sample(state: FlowMCMCState, model_args, model_kwargs) -> FlowMCMCState:
             key, step_key = jax.random.split(state.rng_key)
@@ -227,60 +217,6 @@ class FlowMCMC(MCMCKernel):
 
     def sample(self, state, model_args, model_kwargs):
         return self._sample_fn(state, model_args, model_kwargs)
-
-    # --- helpers -----------------------------------------------------------------------
-    def _initial_params(self, key, num_chains, init_params, model_args, model_kwargs):
-        if init_params is not None:
-            sizes = {jnp.shape(leaf)[0] if jnp.ndim(leaf) else None for leaf in jax.tree.leaves(init_params)}
-            if sizes != {num_chains}:
-                raise ValueError(
-                    f"init_params need a leading axis of size num_chains={num_chains} on every leaf"
-                )
-        if self._model is None:
-            if init_params is None:
-                raise ValueError("FlowMCMC with `potential_fn` needs `init_params` in MCMC.run")
-            return init_params
-        try:
-            info, potential_gen, postprocess_gen, _ = initialize_model(
-                jax.random.split(key, num_chains),
-                self._model,
-                init_strategy=self._init_strategy,
-                dynamic_args=True,
-                model_args=model_args,
-                model_kwargs=model_kwargs,
-                validate_grad=False,
-            )
-        except RuntimeError as err:
-            raise ValueError(
-                "FlowMCMC could not initialise: the model's log density (energy) is not finite "
-                f"at any initial point tried ({err})"
-            ) from err
-        self._potential_fn = potential_gen(*model_args, **model_kwargs)
-        self._postprocess_fn = postprocess_gen
-        return info.z if init_params is None else init_params
-
-    def _build_flow(self, key, dim, schedule: WarmupSchedule):
-        """The initial flow, the stacked fresh restarts, and whether moves start now."""
-        factory = default_flow if self._flow is None else self._flow
-        if isinstance(factory, eqx.Module):
-            flow, ready, factory = factory, True, None
-        elif callable(factory):
-            flow, ready = factory(key, dim), False
-        else:
-            raise TypeError(f"flow must be None, a factory (key, dim) -> flow, or a flow; got {factory!r}")
-        check_flow(flow, dim)
-        num_fits = len(schedule.fit_iterations)
-        restarts = schedule.fresh_restarts if factory is not None else 0
-        params, _ = partition_flow(flow)
-        if restarts == 0 or num_fits == 0:
-            fresh = jax.tree.map(lambda leaf: jnp.zeros((max(num_fits, 1), 0) + leaf.shape, leaf.dtype), params)
-        else:
-            keys = jax.random.split(jax.random.fold_in(key, 1), num_fits * restarts)
-            bank = [partition_flow(factory(k, dim))[0] for k in keys]
-            fresh = jax.tree.map(
-                lambda *leaves: jnp.stack(leaves).reshape((num_fits, restarts) + leaves[0].shape), *bank
-            )
-        return flow, fresh, ready
 
 
 def _wrap(state: core.CoreState, unravel, key) -> FlowMCMCState:
@@ -295,15 +231,3 @@ def _wrap(state: core.CoreState, unravel, key) -> FlowMCMCState:
         core=state,
         rng_key=key,
     )
-
-
-def _check_initial_energy(logdensity) -> None:
-    finite = np.isfinite(np.asarray(logdensity))
-    if not finite.any():
-        raise ValueError(
-            "FlowMCMC: the energy (potential) is NaN or infinite at every initial point; "
-            "check the model or potential_fn"
-        )
-    if not finite.all():
-        bad = np.flatnonzero(~finite).tolist()
-        raise ValueError(f"FlowMCMC: the energy is NaN or infinite at the initial point of chains {bad}")

@@ -45,10 +45,13 @@ class Target(NamedTuple):
     Attributes:
         logdensity: ``(n, D) -> (n,)``, without gradient.
         logdensity_and_grad: ``(n, D) -> ((n,), (n, D))``.
+        differentiable: ``(n, D) -> (n,)`` in the autograd graph (for
+            gradients through a flow), or ``None``.
     """
 
     logdensity: Callable
     logdensity_and_grad: Callable
+    differentiable: Callable | None = None
 
 
 class Config(NamedTuple):

@@ -9,9 +9,9 @@ import torch
 from pyro.infer.autoguide.initialization import init_to_uniform
 from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 
-from ebmppl.pyro.flows import as_flow_module, check_flow, default_flow
+from ebmppl.pyro.flows import default_flow
 from ebmppl.pyro.kernels import core
-from ebmppl.pyro.kernels.target import Layout, model_target, potential_fn_target
+from ebmppl.pyro.kernels.setup import build_flow, check_initial_energy, flat_target, resolve_num_walkers
 from ebmppl._shared import check_flow_mcmc_options
 from ebmppl.schedule import WarmupSchedule
 
@@ -166,33 +166,18 @@ class FlowMCMC(MCMCKernel):
 
     def setup(self, warmup_steps: int, *args, **kwargs) -> None:
         user_params = self._user_initial_params
-        num_walkers = self._resolve_num_walkers(user_params)
-        if self.model is not None:
-            target, layout, params, transforms = model_target(
-                self.model,
-                args,
-                kwargs,
-                num_walkers=num_walkers,
-                init_strategy=self._init_strategy,
-                initial_params=user_params,
-            )
-            self.transforms = transforms
-        else:
-            if user_params is None:
-                raise ValueError("FlowMCMC with `potential_fn` needs `initial_params` (in MCMC)")
-            params = user_params
-            layout = Layout.of(params)
-            target = potential_fn_target(self.potential_fn, layout)
-            self.transforms = {}
-        position = layout.flatten({k: torch.as_tensor(v) for k, v in params.items()})
-        position = position.to(torch.get_default_dtype()).detach()
+        num_walkers = resolve_num_walkers("FlowMCMC", self._num_walkers, user_params, default=40)
+        self._num_walkers = num_walkers
+        target, layout, position, self.transforms = flat_target(
+            "FlowMCMC", self.model, self.potential_fn, args, kwargs, num_walkers, user_params, self._init_strategy
+        )
         device = position.device
         dim = position.shape[1]
 
         schedule = WarmupSchedule.default(warmup_steps) if self._schedule is None else self._schedule
         schedule.validate(warmup_steps)
         self._schedule = schedule
-        flow, factory, ready = self._build_flow(dim, device)
+        flow, factory, ready = build_flow(self._flow, default_flow, dim, device)
         config = core.Config(
             num_warmup=warmup_steps,
             num_local_steps=self._num_local_steps,
@@ -203,7 +188,7 @@ class FlowMCMC(MCMCKernel):
             flow_factory=factory,
         )
         state = core.init(position, target, flow, config, self._step_size, ready)
-        _check_initial_energy(state.logdensity)
+        check_initial_energy("FlowMCMC", state.logdensity)
         self._target, self._layout, self._config, self._state = target, layout, config, state
         self._initial_params = layout.unflatten(position)
         self._runs.append({name: [] for name in SAMPLE_STATS})
@@ -241,54 +226,3 @@ class FlowMCMC(MCMCKernel):
 
     def cleanup(self) -> None:
         """Nothing to release: the state stays readable after the run."""
-
-    # --- helpers -----------------------------------------------------------------------
-    def _resolve_num_walkers(self, params) -> int:
-        if params is None:
-            if self._num_walkers is None:
-                self._num_walkers = 40
-            return self._num_walkers
-        sizes = {v.shape[0] if torch.as_tensor(v).dim() else None for v in params.values()}
-        if len(sizes) != 1 or None in sizes:
-            raise ValueError("initial_params need the same leading (walker) axis on every site")
-        (size,) = sizes
-        if self._num_walkers is None:
-            self._num_walkers = size
-        if size != self._num_walkers or size < 2:
-            raise ValueError(
-                f"initial_params have {size} walkers (leading axis) but num_walkers is "
-                f"{self._num_walkers}; FlowMCMC needs at least 2"
-            )
-        return size
-
-    def _build_flow(self, dim: int, device: torch.device):
-        """The initial flow, the factory for fresh restarts, and whether moves start now."""
-        if self._flow is None:
-            factory = default_flow
-        elif isinstance(self._flow, (torch.nn.Module, torch.distributions.TransformedDistribution)):
-            flow = as_flow_module(self._flow).to(device, torch.get_default_dtype())
-            check_flow(flow, dim)
-            return flow, None, True
-        elif callable(self._flow):
-            factory = self._flow
-        else:
-            raise TypeError(f"flow must be None, a factory dim -> flow, or a flow; got {self._flow!r}")
-
-        def build(d: int):
-            return as_flow_module(factory(d)).to(device, torch.get_default_dtype())
-
-        flow = build(dim)
-        check_flow(flow, dim)
-        return flow, build, False
-
-
-def _check_initial_energy(logdensity: torch.Tensor) -> None:
-    finite = torch.isfinite(logdensity)
-    if not finite.any():
-        raise ValueError(
-            "FlowMCMC: the energy (potential) is NaN or infinite at every initial point; "
-            "check the model or potential_fn"
-        )
-    if not finite.all():
-        bad = torch.nonzero(~finite).flatten().tolist()
-        raise ValueError(f"FlowMCMC: the energy is NaN or infinite at the initial point of walkers {bad}")

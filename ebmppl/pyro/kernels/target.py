@@ -94,7 +94,7 @@ def _no_grad(logdensity: Callable) -> Callable:
     return evaluate
 
 
-def potential_fn_target(potential_fn: Callable, layout: Layout) -> Target:
+def potential_fn_target(potential_fn: Callable, layout: Layout, name: str = "FlowMCMC") -> Target:
     """The target of a ``potential_fn`` of one walker's unconstrained parameters (a dict)."""
     batched = torch.func.vmap(potential_fn)
 
@@ -103,7 +103,7 @@ def potential_fn_target(potential_fn: Callable, layout: Layout) -> Target:
             energy = batched(layout.unflatten(position))
         except RuntimeError as err:
             raise ValueError(
-                "FlowMCMC evaluates potential_fn on all walkers at once with torch.func.vmap; "
+                f"{name} evaluates potential_fn on all walkers at once with torch.func.vmap; "
                 f"it failed ({err}). Write potential_fn with torch operations only (no .item(), "
                 "no Python branching on tensor values, no in-place updates of its inputs)."
             ) from err
@@ -113,7 +113,7 @@ def potential_fn_target(potential_fn: Callable, layout: Layout) -> Target:
             )
         return -energy
 
-    return Target(_no_grad(logdensity), with_grad(logdensity))
+    return Target(_no_grad(logdensity), with_grad(logdensity), logdensity)
 
 
 def model_target(
@@ -124,6 +124,7 @@ def model_target(
     num_walkers: int,
     init_strategy: Callable = init_to_uniform,
     initial_params: dict | None = None,
+    name: str = "FlowMCMC",
 ) -> tuple[Target, Layout, dict, dict]:
     """The batched target of a Pyro model's latent sites, in unconstrained space.
 
@@ -134,6 +135,7 @@ def model_target(
         init_strategy: Pyro init strategy for the walkers' starting points.
         initial_params: unconstrained starting points ``{name: (C, *shape)}``;
             drawn with ``init_strategy`` when ``None``.
+        name: the kernel named in error messages.
 
     Returns:
         ``(target, layout, initial_params, transforms)``: ``transforms`` maps
@@ -155,7 +157,7 @@ def model_target(
         if "valid initial" not in str(err) and "initial params" not in str(err):
             raise
         raise ValueError(
-            "FlowMCMC could not initialise: the model's log density (energy) is not finite "
+            f"{name} could not initialise: the model's log density (energy) is not finite "
             f"at any initial point tried ({err})"
         ) from err
     discrete = [
@@ -164,7 +166,7 @@ def model_target(
         if getattr(site["fn"], "has_enumerate_support", False)
     ]
     if discrete:
-        raise ValueError(f"FlowMCMC needs continuous latent sites; {discrete} are discrete")
+        raise ValueError(f"{name} needs continuous latent sites; {discrete} are discrete")
     if num_walkers == 1:
         found = {name: value[None] for name, value in found.items()}
     layout = Layout.of(found)
@@ -198,7 +200,7 @@ def model_target(
             log_joint = log_joint + log_prob.reshape(log_prob.shape[0], -1).sum(1)
         return log_joint
 
-    return Target(_no_grad(logdensity), with_grad(logdensity)), layout, found, transforms
+    return Target(_no_grad(logdensity), with_grad(logdensity), logdensity), layout, found, transforms
 
 
 def _max_batch_dims(trace) -> int:

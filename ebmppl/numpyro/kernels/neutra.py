@@ -1,0 +1,268 @@
+"""``NeuTraHMC``: NumPyro's ``MCMCKernel`` interface over :mod:`ebmppl.numpyro.kernels.neutra_core`."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from numpyro import handlers
+from numpyro.infer.initialization import init_to_uniform
+from numpyro.infer.mcmc import MCMCKernel
+from numpyro.util import identity
+
+from ebmppl._shared import check_neutra_options
+from ebmppl.numpyro.flows import neutra_flow, partition_flow
+from ebmppl.numpyro.kernels import neutra_core as core
+from ebmppl.numpyro.kernels.setup import (
+    build_flow,
+    check_initial_energy,
+    check_vectorized,
+    flat_logdensity,
+    initial_params,
+)
+from ebmppl.numpyro.potential import Potential
+from ebmppl.schedule import WarmupSchedule
+
+__all__ = ["NeuTraHMC", "NeuTraHMCState"]
+
+
+class NeuTraHMCState(NamedTuple):
+    """What NumPyro's ``MCMC`` carries between iterations (leading axis: chains).
+
+    Attributes:
+        z: the walkers in the model's unconstrained space, as its pytree.
+        potential_energy: shape ``(C,)``, ``-log density`` at ``z``.
+        accept_prob: shape ``(C,)``, acceptance probability of the HMC move.
+        diverging: shape ``(C,)``, whether the trajectory diverged.
+        step_size: shape ``(C,)``, the latent leapfrog step size.
+        num_steps: shape ``(C,)``, leapfrog steps of the trajectory.
+        num_nonfinite: shape ``(C,)``, running count of rejected proposals
+            with a non-finite energy.
+        core: the full :class:`~ebmppl.numpyro.kernels.neutra_core.CoreState`.
+        rng_key: one JAX key shared by the ensemble.
+    """
+
+    z: Any
+    potential_energy: jax.Array
+    accept_prob: jax.Array
+    diverging: jax.Array
+    step_size: jax.Array
+    num_steps: jax.Array
+    num_nonfinite: jax.Array
+    core: core.CoreState
+    rng_key: jax.Array
+
+
+class NeuTraHMC(MCMCKernel):
+    """Neural-transport HMC: HMC in the latent space of a flow fitted to the chains.
+
+    An ensemble kernel: all chains share one transport ``x = T(z)`` (a
+    whitening composed with a normalizing flow) and move by HMC on the latent
+    density ``π(T(z)) |det J_T(z)|``, which is nearly a standard normal once
+    the flow fits, so that the hard geometry of the target (funnels, curved
+    ridges) becomes easy. During warm-up the transport is fitted at the
+    iterations of the :class:`WarmupSchedule`: by reverse KL to the target
+    (default; it reaches regions the chains have not visited yet, such as the
+    neck of a funnel) or, with ``fit="forward"``, by forward KL on the recent
+    states of every chain; the step size and trajectory length are adapted in
+    the latent space. After warm-up the transport is frozen, so the
+    draws come from one fixed Markov kernel. Draws are reported in the
+    model's constrained space.
+
+    A model whose only latent site is a flow-backbone
+    ``Potential(energy, base=flow)`` is sampled in that flow's own latent
+    space, where the potential is ``-log ρ(z) + energy(flow(z))`` (``½|z|²`` plus
+    the energy, up to a constant, for a standard normal base ``ρ``);
+    the flow is then not refitted (unless ``flow`` or ``schedule`` say so).
+
+    NeuTraHMC does not cross between well-separated modes that its flow has
+    not placed: for multimodal targets use :class:`FlowMCMC`.
+
+    Run it with ``MCMC(kernel, ..., num_chains=C, chain_method="vectorized")``,
+    ``C >= 2``.
+
+    Args:
+        model: a NumPyro model (exactly one of ``model``, ``potential_fn``).
+        potential_fn: potential energy (negative log density) of one chain's
+            unconstrained parameters; then ``init_params`` must be given to
+            ``MCMC.run``, with a leading axis of size ``num_chains``.
+        flow: the transport's flow: ``None`` for
+            :func:`~ebmppl.numpyro.flows.neutra_flow` (an affine coupling flow),
+            a factory ``(key, dim) -> flow``, or a flowjax distribution of shape
+            ``(D,)`` with an exact inverse (used from the first iteration and
+            warm-started by the fits).
+        fit: ``"reverse"`` or ``"forward"`` KL.
+        step_size: initial leapfrog step size.
+        trajectory_length: HMC trajectory length in the latent space; ``None``
+            adapts it to a quarter period of the widest latent direction.
+        max_leapfrog: cap on the leapfrog steps of one trajectory.
+        target_accept_prob: acceptance that step-size adaptation aims at.
+        schedule: the :class:`WarmupSchedule`; ``None`` for
+            ``NeuTraHMC.default_schedule(num_warmup)``.
+        init_strategy: NumPyro init strategy when ``model`` is given.
+
+    Example:
+        >>> import jax, numpyro, numpyro.distributions as dist
+        >>> from numpyro.infer import MCMC
+        >>> from ebmppl.numpyro import NeuTraHMC
+        >>> def model():
+        ...     v = numpyro.sample("v", dist.Normal(0.0, 3.0))
+        ...     numpyro.sample("x", dist.Normal(0.0, jax.numpy.exp(v / 2)).expand([3]).to_event(1))
+        >>> mcmc = MCMC(NeuTraHMC(model), num_warmup=200, num_samples=100, num_chains=4,
+        ...             chain_method="vectorized", progress_bar=False)
+        >>> mcmc.run(jax.random.key(0))
+        >>> mcmc.get_samples()["x"].shape
+        (400, 3)
+    """
+
+    def __init__(
+        self,
+        model: Callable | None = None,
+        *,
+        potential_fn: Callable | None = None,
+        flow: Any = None,
+        fit: str = "reverse",
+        step_size: float = 0.1,
+        trajectory_length: float | None = None,
+        max_leapfrog: int = 256,
+        target_accept_prob: float = 0.8,
+        schedule: WarmupSchedule | None = None,
+        init_strategy: Callable = init_to_uniform,
+    ):
+        check_neutra_options(
+            model=model,
+            potential_fn=potential_fn,
+            fit=fit,
+            step_size=step_size,
+            trajectory_length=trajectory_length,
+            max_leapfrog=max_leapfrog,
+            target_accept_prob=target_accept_prob,
+        )
+        self._model = model
+        self._potential_fn = potential_fn
+        self._flow = flow
+        self._fit = fit
+        self._step_size = float(step_size)
+        self._trajectory_length = None if trajectory_length is None else float(trajectory_length)
+        self._max_leapfrog = int(max_leapfrog)
+        self._target_accept_prob = float(target_accept_prob)
+        self._schedule = schedule
+        self._init_strategy = init_strategy
+        self._postprocess_fn = None
+        self._sample_fn = None
+
+    @staticmethod
+    def default_schedule(num_warmup: int) -> WarmupSchedule:
+        """Four fits over the first 80% of warm-up, 2000 Adam steps each (see :class:`WarmupSchedule`)."""
+        return WarmupSchedule.default(num_warmup).replace(fit_steps=2000)
+
+    # --- what NumPyro's MCMC reads -------------------------------------------------
+    @property
+    def model(self):
+        return self._model
+
+    @property
+    def sample_field(self):
+        return "z"
+
+    @property
+    def default_fields(self):
+        return ("z", "accept_prob", "potential_energy", "diverging", "step_size", "num_steps")
+
+    @property
+    def is_ensemble_kernel(self):
+        return True
+
+    @property
+    def schedule(self) -> WarmupSchedule | None:
+        """The warm-up schedule in use (known once ``init`` has seen ``num_warmup``)."""
+        return self._schedule
+
+    def get_diagnostics_str(self, state: NeuTraHMCState) -> str:
+        return "acc. {:.2f}, {} steps of size {:.2e}, {} divergences".format(
+            float(jnp.mean(state.accept_prob)),
+            int(state.num_steps[0]),
+            float(state.step_size[0]),
+            int(jnp.sum(state.diverging)),
+        )
+
+    def postprocess_fn(self, args, kwargs):
+        if self._postprocess_fn is None:
+            return identity
+        return self._postprocess_fn(*args, **kwargs)
+
+    # --- init / sample ---------------------------------------------------------------
+    def init(self, rng_key, num_warmup, init_params=None, model_args=(), model_kwargs={}):
+        num_chains = check_vectorized("NeuTraHMC", rng_key)
+        key, init_key, flow_key = jax.random.split(rng_key[0], 3)
+        init_params, potential_fn, postprocess = initial_params(
+            "NeuTraHMC", init_key, num_chains, init_params, self._model, self._init_strategy,
+            model_args, model_kwargs,
+        )
+        if potential_fn is not None:
+            self._potential_fn, self._postprocess_fn = potential_fn, postprocess
+        logdensity, unravel, position = flat_logdensity(self._potential_fn, init_params)
+        dim = position.shape[1]
+
+        flow, schedule = self._flow, self._schedule
+        backbone = self._backbone(init_key, dim, model_args, model_kwargs) if flow is None else None
+        if backbone is not None:
+            flow = backbone
+            schedule = WarmupSchedule(fit_iterations=(), window=1) if schedule is None else schedule
+        if schedule is None:
+            schedule = self.default_schedule(num_warmup)
+        schedule.validate(num_warmup)
+        self._schedule = schedule
+        flow, fresh_params, _ = build_flow(flow, neutra_flow, flow_key, dim, schedule)
+        params, static = partition_flow(flow)
+        config = core.Config(
+            num_warmup=num_warmup,
+            target_accept_prob=self._target_accept_prob,
+            schedule=schedule,
+            fit=self._fit,
+            max_leapfrog=self._max_leapfrog,
+            trajectory_length=self._trajectory_length,
+        )
+        check_initial_energy("NeuTraHMC", jax.vmap(logdensity)(position))
+        state = core.init(position, logdensity, params, static, fresh_params, config, self._step_size)
+        check_initial_energy("NeuTraHMC", state.latent_logdensity)
+
+        def sample(state: NeuTraHMCState, model_args, model_kwargs) -> NeuTraHMCState:
+            key, step_key = jax.random.split(state.rng_key)
+            new = core.step(step_key, state.core, logdensity, static, config)
+            return _wrap(new, unravel, key)
+
+        self._sample_fn = sample
+        return _wrap(state, unravel, key)
+
+    def sample(self, state, model_args, model_kwargs):
+        return self._sample_fn(state, model_args, model_kwargs)
+
+    def _backbone(self, key, dim, model_args, model_kwargs):
+        """The flow of the model's only latent site when it is a flow-backbone Potential."""
+        if self._model is None:
+            return None
+        trace = handlers.trace(handlers.seed(self._model, key)).get_trace(*model_args, **model_kwargs)
+        latent = [site for site in trace.values() if site["type"] == "sample" and not site["is_observed"]]
+        if len(latent) != 1 or not isinstance(latent[0]["fn"], Potential):
+            return None
+        flow = latent[0]["fn"].backbone
+        if flow is None or flow.shape != (dim,):
+            return None
+        return flow
+
+
+def _wrap(state: core.CoreState, unravel, key) -> NeuTraHMCState:
+    num_walkers = state.position.shape[0]
+    return NeuTraHMCState(
+        z=jax.vmap(unravel)(state.position),
+        potential_energy=-state.logdensity,
+        accept_prob=state.accept_prob,
+        diverging=state.diverging,
+        step_size=state.step_size,
+        num_steps=jnp.full(num_walkers, state.num_steps),
+        num_nonfinite=state.num_nonfinite,
+        core=state,
+        rng_key=key,
+    )

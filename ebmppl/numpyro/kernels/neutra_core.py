@@ -1,0 +1,415 @@
+"""Functional core of neural-transport HMC on a batch of walkers.
+
+The walkers live in the latent space of a transport ``x = T(z) = loc + M g(z)``
+(``g`` a flow's bijection, ``(loc, M)`` a whitening fitted to the chains) and
+move by HMC on the latent log density ``log π(T(z)) + log|det J_T(z)|``,
+which is close to a standard normal once the flow fits. :func:`init` builds
+the state; :func:`step` runs one iteration: an HMC move with a jittered
+number of leapfrog steps, then, during warm-up, step-size adaptation,
+storage of the walkers' data-space states and, at the scheduled iterations,
+a refit of the transport (reverse KL to the target, or forward KL on the
+stored states) followed by a new trajectory length. Walkers keep their
+data-space position across a refit.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+
+from ebmppl.numpyro.flows import Whitening, fit_diagonal_whitening, fit_flow
+from ebmppl.numpyro.kernels.core import _da_start, _da_update, _identity
+from ebmppl.schedule import WarmupSchedule
+
+__all__ = ["AdaptState", "Config", "CoreState", "Transport", "init", "latent_logdensity", "step"]
+
+DIVERGENCE_THRESHOLD = 1000.0  # an energy error above this ends a trajectory as divergent
+
+
+class Config(NamedTuple):
+    """Static settings of one run (hashable; changes recompile).
+
+    Attributes:
+        num_warmup: warm-up iterations.
+        target_accept_prob: acceptance aimed at by step-size adaptation.
+        schedule: when and how the transport is fitted.
+        fit: ``"reverse"`` (KL to the target) or ``"forward"`` (KL from the chains' states).
+        max_leapfrog: cap on the leapfrog steps of one trajectory.
+        trajectory_length: fixed trajectory length, or ``None`` to adapt it.
+    """
+
+    num_warmup: int
+    target_accept_prob: float
+    schedule: WarmupSchedule
+    fit: str
+    max_leapfrog: int
+    trajectory_length: float | None
+
+
+class Transport(NamedTuple):
+    """The map from latent to data space: trainable flow parameters and the whitening.
+
+    Attributes:
+        params: trainable arrays of the flow (combined with a static part).
+        whitening: the affine map from the flow's output to data coordinates.
+    """
+
+    params: Any
+    whitening: Whitening
+
+
+class AdaptState(NamedTuple):
+    """Warm-up bookkeeping.
+
+    Attributes:
+        dual_averaging: NumPyro's dual-averaging state for ``log(step_size)``.
+        window: shape ``(W, C, D)``, the last ``W`` iterations' data-space positions.
+        fresh_params: initial parameters for fresh restarts, ``(num_fits, restarts, ...)`` per leaf.
+        num_fits: fits done so far.
+        fit_losses: shape ``(restarts + 1,)``, the last fit's candidate losses; NaN before.
+    """
+
+    dual_averaging: tuple
+    window: jax.Array
+    fresh_params: Any
+    num_fits: jax.Array
+    fit_losses: jax.Array
+
+
+class CoreState(NamedTuple):
+    """Walkers and everything the next iteration needs.
+
+    Attributes:
+        i: iterations done.
+        latent: shape ``(C, D)``, the walkers in the latent space.
+        position: shape ``(C, D)``, ``T(latent)``, the walkers in data space.
+        logdensity: shape ``(C,)``, the target's log density at ``position``.
+        latent_logdensity, latent_grad: the latent log density and its gradient at ``latent``.
+        step_size: shape ``(C,)``, the leapfrog step size (equal for all walkers).
+        trajectory_length: the mean trajectory length (a scalar).
+        num_steps: leapfrog steps of the last trajectory (a scalar).
+        accept_prob: shape ``(C,)``, acceptance probability of the last move.
+        diverging: shape ``(C,)``, whether the last trajectory diverged.
+        num_nonfinite: shape ``(C,)``, running count of proposals rejected
+            because the target's log density or gradient was not finite there.
+        transport: the :class:`Transport`.
+        adapt: the :class:`AdaptState`.
+    """
+
+    i: jax.Array
+    latent: jax.Array
+    position: jax.Array
+    logdensity: jax.Array
+    latent_logdensity: jax.Array
+    latent_grad: jax.Array
+    step_size: jax.Array
+    trajectory_length: jax.Array
+    num_steps: jax.Array
+    accept_prob: jax.Array
+    diverging: jax.Array
+    num_nonfinite: jax.Array
+    transport: Transport
+    adapt: AdaptState
+
+
+def _maps(transport: Transport, flow_static):
+    """``(forward, inverse)`` of one point: ``z -> (x, log|det J_T(z)|)`` and ``x -> z``."""
+    bijection = eqx.combine(transport.params, flow_static).bijection
+    w = transport.whitening
+
+    def forward(z):
+        u, log_det = bijection.transform_and_log_det(z)
+        return w.loc + w.matrix @ u, log_det + w.log_det
+
+    def inverse(x):
+        return bijection.inverse(w.inverse @ (x - w.loc))
+
+    return forward, inverse
+
+
+def latent_logdensity(logdensity: Callable, transport: Transport, flow_static) -> Callable:
+    """The latent log density of one point, ``z -> (log π(T(z)) + log|det J_T(z)|, (T(z), log π(T(z))))``.
+
+    Args:
+        logdensity: the target's log density of one data-space point ``(D,) -> ()``.
+        transport: the current :class:`Transport`.
+        flow_static: the static part of the flow.
+    """
+    forward, _ = _maps(transport, flow_static)
+
+    def fn(z):
+        x, log_det = forward(z)
+        value = logdensity(x)
+        return value + log_det, (x, value)
+
+    return fn
+
+
+def _value_and_grad(logdensity, transport, flow_static):
+    fn = jax.value_and_grad(latent_logdensity(logdensity, transport, flow_static), has_aux=True)
+    return jax.vmap(fn)
+
+
+def init(
+    position: jax.Array,
+    logdensity: Callable,
+    flow_params: Any,
+    flow_static,
+    fresh_params: Any,
+    config: Config,
+    step_size: float,
+) -> CoreState:
+    """The state of walkers at data-space ``position`` (shape ``(C, D)``), identity whitening."""
+    num_walkers, dim = position.shape
+    restarts = config.schedule.fresh_restarts
+    adapt = AdaptState(
+        dual_averaging=_da_start(step_size),
+        window=jnp.zeros((config.schedule.window, num_walkers, dim), position.dtype),
+        fresh_params=fresh_params,
+        num_fits=jnp.zeros((), jnp.int32),
+        fit_losses=jnp.full((restarts + 1,), jnp.nan),
+    )
+    transport = Transport(flow_params, _identity(dim, position.dtype))
+    length = math.pi / 2 if config.trajectory_length is None else config.trajectory_length
+    zeros = jnp.zeros(num_walkers, position.dtype)
+    state = CoreState(
+        i=jnp.zeros((), jnp.int32),
+        latent=position,
+        position=position,
+        logdensity=zeros,
+        latent_logdensity=zeros,
+        latent_grad=jnp.zeros_like(position),
+        step_size=jnp.full(num_walkers, step_size, position.dtype),
+        trajectory_length=jnp.asarray(length, position.dtype),
+        num_steps=jnp.zeros((), jnp.int32),
+        accept_prob=zeros,
+        diverging=jnp.zeros(num_walkers, bool),
+        num_nonfinite=jnp.zeros(num_walkers, jnp.int32),
+        transport=transport,
+        adapt=adapt,
+    )
+    return relocate(state, position, logdensity, flow_static)
+
+
+def relocate(state: CoreState, position: jax.Array, logdensity: Callable, flow_static) -> CoreState:
+    """Put the walkers at data-space ``position`` under the state's transport."""
+    _, inverse = _maps(state.transport, flow_static)
+    latent = jax.vmap(inverse)(position)
+    (value, (x, x_value)), grad = _value_and_grad(logdensity, state.transport, flow_static)(latent)
+    return state._replace(
+        latent=latent, position=x, logdensity=x_value, latent_logdensity=value, latent_grad=grad
+    )
+
+
+def _hmc(key, state: CoreState, value_and_grad, num_steps):
+    """One HMC move of every walker with ``num_steps`` leapfrog steps (traced)."""
+    momentum_key, accept_key = jax.random.split(key)
+    eps = state.step_size[:, None]
+    p0 = jax.random.normal(momentum_key, state.latent.shape, state.latent.dtype)
+
+    def leapfrog(_, carry):
+        z, value, x, x_value, grad, p = carry
+        p = p + 0.5 * eps * grad
+        z = z + eps * p
+        (value, (x, x_value)), grad = value_and_grad(z)
+        p = p + 0.5 * eps * grad
+        return z, value, x, x_value, grad, p
+
+    start = (state.latent, state.latent_logdensity, state.position, state.logdensity, state.latent_grad, p0)
+    z, value, x, x_value, grad, p = jax.lax.fori_loop(0, num_steps, leapfrog, start)
+    energy_error = (0.5 * jnp.sum(p**2, -1) - value) - (0.5 * jnp.sum(p0**2, -1) - state.latent_logdensity)
+    finite = jnp.isfinite(energy_error) & jnp.all(jnp.isfinite(grad), -1)
+    diverging = ~finite | (energy_error > DIVERGENCE_THRESHOLD)
+    log_ratio = jnp.where(finite, -energy_error, -jnp.inf)
+    accept = jnp.log(jax.random.uniform(accept_key, log_ratio.shape)) < log_ratio
+
+    def pick(new, old):
+        return jnp.where(accept.reshape(accept.shape + (1,) * (new.ndim - 1)), new, old)
+
+    moved = state._replace(
+        latent=pick(z, state.latent),
+        position=pick(x, state.position),
+        logdensity=pick(x_value, state.logdensity),
+        latent_logdensity=pick(value, state.latent_logdensity),
+        latent_grad=pick(grad, state.latent_grad),
+    )
+    return moved, jnp.exp(jnp.minimum(log_ratio, 0.0)), diverging, (~finite).astype(jnp.int32)
+
+
+def step(key: jax.Array, state: CoreState, logdensity: Callable, flow_static, config: Config) -> CoreState:
+    """One iteration of neural-transport HMC (see the module docstring).
+
+    Args:
+        key: JAX key.
+        state: the current :class:`CoreState`.
+        logdensity: the target's log density of one data-space point.
+        flow_static: the static part of the flow.
+        config: static settings.
+
+    Returns:
+        The next :class:`CoreState`.
+    """
+    jitter_key, hmc_key, fit_key = jax.random.split(key, 3)
+    # Jittered trajectory length (uniform on [0.5, 1.5] of the mean) against periodic orbits.
+    length = state.trajectory_length * jax.random.uniform(jitter_key, (), minval=0.5, maxval=1.5)
+    num_steps = jnp.clip(jnp.ceil(length / state.step_size[0]), 1, config.max_leapfrog).astype(jnp.int32)
+    value_and_grad = _value_and_grad(logdensity, state.transport, flow_static)
+    moved, accept_prob, diverging, nonfinite = _hmc(hmc_key, state, value_and_grad, num_steps)
+    state = moved._replace(
+        i=state.i + 1,
+        num_steps=num_steps,
+        accept_prob=accept_prob,
+        diverging=diverging,
+        num_nonfinite=state.num_nonfinite + nonfinite,
+    )
+    if config.num_warmup == 0:
+        return state
+    return jax.lax.cond(
+        state.i <= config.num_warmup,
+        lambda s: _adapt(fit_key, s, logdensity, flow_static, config),
+        lambda s: s,
+        state,
+    )
+
+
+def _adapt(key, state: CoreState, logdensity, flow_static, config: Config) -> CoreState:
+    """Warm-up only: step size, training window, scheduled transport fits."""
+    it = state.i - 1  # the iteration just done
+    error = config.target_accept_prob - jnp.mean(state.accept_prob)
+    da = tuple(jnp.asarray(a, jnp.float32) for a in _da_update(error, state.adapt.dual_averaging))
+    last = it == config.num_warmup - 1
+    log_step = jnp.where(last, da[1], da[0])
+    step_size = jnp.full_like(state.step_size, jnp.exp(log_step))
+    schedule = config.schedule
+    window = state.adapt.window.at[it % schedule.window].set(state.position)
+    adapt = state.adapt._replace(dual_averaging=da, window=window)
+    state = state._replace(step_size=step_size, adapt=adapt)
+    if not schedule.fit_iterations:
+        return state
+    is_fit = jnp.any(it == jnp.asarray(schedule.fit_iterations))
+
+    def do_fit(s: CoreState) -> CoreState:
+        transport, losses = _fit(key, s, logdensity, flow_static, config)
+        s = relocate(s._replace(transport=transport), s.position, logdensity, flow_static)
+        length = s.trajectory_length
+        if config.trajectory_length is None:
+            length = _trajectory_length(s, flow_static)
+        adapt = s.adapt._replace(
+            # Step-size adaptation restarts: the latent geometry just changed.
+            dual_averaging=_da_start(s.step_size[0]),
+            num_fits=s.adapt.num_fits + 1,
+            fit_losses=losses,
+        )
+        return s._replace(adapt=adapt, trajectory_length=length)
+
+    return jax.lax.cond(is_fit, do_fit, lambda s: s, state)
+
+
+def _trajectory_length(state: CoreState, flow_static) -> jax.Array:
+    """A quarter period of HMC on the widest latent direction of the window: ``(π/2) σ_max``."""
+    _, inverse = _maps(state.transport, flow_static)
+    points = state.adapt.window.reshape(-1, state.position.shape[-1])
+    latent = jax.vmap(inverse)(points)
+    cov = jnp.atleast_2d(jnp.cov(latent, rowvar=False))
+    widest = jnp.sqrt(jnp.max(jnp.linalg.eigvalsh(cov)))
+    widest = jnp.where(jnp.isfinite(widest), widest, 1.0)
+    return jnp.asarray(0.5 * math.pi * jnp.clip(widest, 0.5, 10.0), state.trajectory_length.dtype)
+
+
+def _candidates(state: CoreState):
+    fresh = jax.tree.map(lambda leaf: leaf[state.adapt.num_fits], state.adapt.fresh_params)
+    return jax.tree.map(lambda warm, new: jnp.concatenate([warm[None], new]), state.transport.params, fresh)
+
+
+def _fit(key, state: CoreState, logdensity, flow_static, config: Config) -> tuple[Transport, jax.Array]:
+    schedule = config.schedule
+    points = state.adapt.window.reshape(-1, state.position.shape[-1])
+    whitening = fit_diagonal_whitening(points)
+    if config.fit == "forward":
+        whitened = (points - whitening.loc) @ whitening.inverse.T
+        params, losses = fit_flow(
+            key,
+            _candidates(state),
+            flow_static,
+            whitened,
+            num_steps=schedule.fit_steps,
+            batch_size=schedule.batch_size,
+            learning_rate=schedule.learning_rate,
+        )
+    else:
+        params, losses = fit_flow_reverse(
+            key,
+            _candidates(state),
+            flow_static,
+            whitening,
+            logdensity,
+            num_steps=schedule.fit_steps,
+            batch_size=schedule.batch_size,
+            learning_rate=schedule.learning_rate,
+        )
+    return Transport(params, whitening), losses
+
+
+def fit_flow_reverse(
+    key: jax.Array,
+    candidates,
+    static,
+    whitening: Whitening,
+    logdensity: Callable,
+    *,
+    num_steps: int,
+    batch_size: int,
+    learning_rate: float,
+):
+    """Fit several transports by reverse KL to the target and keep the best.
+
+    Minimises ``E_{z ~ N(0, I)}[log ρ(z) - log π(T(z)) - log|det J_T(z)|]``
+    (the KL from the transport's push-forward to the target, minus ``log Z``) with Adam on
+    fresh standard-normal batches, the learning rate decaying to a tenth along a
+    cosine; non-finite gradients skip the update. The
+    candidate with the lowest loss on a common batch of ``4 * batch_size``
+    draws is returned.
+
+    Returns:
+        ``(params, losses)`` as :func:`~ebmppl.numpyro.flows.fit_flow`.
+    """
+    # the rate decays to a tenth by a cosine: the end of a fit averages out the minibatch noise
+    rate = optax.cosine_decay_schedule(learning_rate, num_steps, alpha=0.1)
+    optimizer = optax.chain(
+        optax.clip_by_global_norm(10.0),
+        optax.apply_if_finite(optax.adam(rate), max_consecutive_errors=1_000_000),
+    )
+    dim = whitening.loc.shape[0]
+
+    def loss_fn(params, z):
+        fn = latent_logdensity(logdensity, Transport(params, whitening), static)
+        value, _ = jax.vmap(fn)(z)
+        # log ρ(z) - latent log density: its mean is KL - log Z, and ρ's share cancels the noise of |z|²
+        return jnp.mean(-0.5 * jnp.sum(z**2, -1) - value) - 0.5 * dim * math.log(2 * math.pi)
+
+    def train_one(params, train_key):
+        def one_step(carry, step_key):
+            params, opt_state = carry
+            z = jax.random.normal(step_key, (batch_size, dim))
+            grads = jax.grad(loss_fn)(params, z)
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), None
+
+        (params, _), _ = jax.lax.scan(
+            one_step, (params, optimizer.init(params)), jax.random.split(train_key, num_steps)
+        )
+        return params
+
+    eval_key, train_key = jax.random.split(key)
+    num_candidates = jax.tree.leaves(candidates)[0].shape[0]
+    trained = jax.vmap(train_one)(candidates, jax.random.split(train_key, num_candidates))
+    z_eval = jax.random.normal(eval_key, (4 * batch_size, dim))
+    losses = jax.vmap(loss_fn, in_axes=(0, None))(trained, z_eval)
+    losses = jnp.where(jnp.isfinite(losses), losses, jnp.inf)
+    best = jnp.argmin(losses)
+    return jax.tree.map(lambda leaf: leaf[best], trained), losses

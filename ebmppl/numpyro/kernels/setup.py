@@ -1,0 +1,133 @@
+"""What the NumPyro kernels share when they start: initial points, the flat target, the flow.
+
+Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from ebmppl.numpyro.kernels.setup import build_flow
+    >>> from ebmppl.numpyro.flows import default_flow
+    >>> from ebmppl.schedule import WarmupSchedule
+    >>> flow, fresh, ready = build_flow(None, default_flow, jax.random.key(0), 2, WarmupSchedule.default(100))
+    >>> ready
+    False
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+from numpyro.infer.util import initialize_model
+from numpyro.util import is_prng_key
+
+from ebmppl.numpyro.flows import check_flow, partition_flow
+from ebmppl.schedule import WarmupSchedule
+
+__all__ = ["build_flow", "check_initial_energy", "check_vectorized", "flat_logdensity", "initial_params"]
+
+
+def check_vectorized(name: str, rng_key) -> int:
+    """The number of chains of an ensemble kernel's ``init``; refuse a single chain."""
+    if rng_key is None or is_prng_key(rng_key):
+        raise ValueError(
+            f"{name} is an ensemble kernel: run it with "
+            "MCMC(kernel, ..., num_chains=C, chain_method='vectorized') and C >= 2 "
+            "(it got a single chain, or chain_method 'sequential'/'parallel')"
+        )
+    return rng_key.shape[0]
+
+
+def initial_params(name, key, num_chains, init_params, model, init_strategy, model_args, model_kwargs):
+    """Initial unconstrained parameters (leading axis: chains) and, for a model, its potential.
+
+    Returns:
+        ``(init_params, potential_fn, postprocess_gen)``; the last two are
+        ``None`` without a model.
+    """
+    if init_params is not None:
+        sizes = {jnp.shape(leaf)[0] if jnp.ndim(leaf) else None for leaf in jax.tree.leaves(init_params)}
+        if sizes != {num_chains}:
+            raise ValueError(f"init_params need a leading axis of size num_chains={num_chains} on every leaf")
+    if model is None:
+        if init_params is None:
+            raise ValueError(f"{name} with `potential_fn` needs `init_params` in MCMC.run")
+        return init_params, None, None
+    try:
+        info, potential_gen, postprocess_gen, _ = initialize_model(
+            jax.random.split(key, num_chains),
+            model,
+            init_strategy=init_strategy,
+            dynamic_args=True,
+            model_args=model_args,
+            model_kwargs=model_kwargs,
+            validate_grad=False,
+        )
+    except RuntimeError as err:
+        raise ValueError(
+            f"{name} could not initialise: the model's log density (energy) is not finite "
+            f"at any initial point tried ({err})"
+        ) from err
+    potential_fn = potential_gen(*model_args, **model_kwargs)
+    return (info.z if init_params is None else init_params), potential_fn, postprocess_gen
+
+
+def flat_logdensity(potential_fn: Callable, init_params) -> tuple[Callable, Callable, jax.Array]:
+    """The log density of one flat point, the unravel function, and the flat initial positions ``(C, D)``."""
+    _, unravel = ravel_pytree(jax.tree.map(lambda leaf: leaf[0], init_params))
+    position = jax.vmap(lambda params: ravel_pytree(params)[0])(init_params)
+    position = jnp.asarray(position, jnp.result_type(float))
+
+    def logdensity(x):
+        value = -potential_fn(unravel(x))
+        if jnp.shape(value) != ():
+            raise ValueError(f"the potential must return a scalar per chain, got shape {jnp.shape(value)}")
+        return value
+
+    return logdensity, unravel, position
+
+
+def build_flow(flow: Any, default: Callable, key, dim: int, schedule: WarmupSchedule):
+    """The initial flow, the stacked fresh restarts, and whether it is ready before any fit.
+
+    Args:
+        flow: ``None`` (use ``default``), a factory ``(key, dim) -> flow`` or a flow.
+        default: the factory used for ``None``.
+        key: JAX key.
+        dim: the latent dimension.
+        schedule: the warm-up schedule (how many fits, how many restarts each).
+    """
+    factory = default if flow is None else flow
+    if isinstance(factory, eqx.Module):
+        flow, ready, factory = factory, True, None
+    elif callable(factory):
+        flow, ready = factory(key, dim), False
+    else:
+        raise TypeError(f"flow must be None, a factory (key, dim) -> flow, or a flow; got {factory!r}")
+    check_flow(flow, dim)
+    num_fits = len(schedule.fit_iterations)
+    restarts = schedule.fresh_restarts if factory is not None else 0
+    params, _ = partition_flow(flow)
+    if restarts == 0 or num_fits == 0:
+        fresh = jax.tree.map(lambda leaf: jnp.zeros((max(num_fits, 1), 0) + leaf.shape, leaf.dtype), params)
+    else:
+        keys = jax.random.split(jax.random.fold_in(key, 1), num_fits * restarts)
+        bank = [partition_flow(factory(k, dim))[0] for k in keys]
+        fresh = jax.tree.map(
+            lambda *leaves: jnp.stack(leaves).reshape((num_fits, restarts) + leaves[0].shape), *bank
+        )
+    return flow, fresh, ready
+
+
+def check_initial_energy(name: str, logdensity) -> None:
+    """Refuse initial points where the energy is NaN or infinite, naming the chains."""
+    finite = np.isfinite(np.asarray(logdensity))
+    if not finite.any():
+        raise ValueError(
+            f"{name}: the energy (potential) is NaN or infinite at every initial point; "
+            "check the model or potential_fn"
+        )
+    if not finite.all():
+        bad = np.flatnonzero(~finite).tolist()
+        raise ValueError(f"{name}: the energy is NaN or infinite at the initial point of chains {bad}")

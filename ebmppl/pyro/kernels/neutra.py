@@ -1,0 +1,256 @@
+"""``NeuTraHMC``: Pyro's ``MCMCKernel`` interface over :mod:`ebmppl.pyro.kernels.neutra_core`."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Callable
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.infer.autoguide.initialization import init_to_uniform
+from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
+
+from ebmppl._shared import check_neutra_options
+from ebmppl.pyro.flows import neutra_flow
+from ebmppl.pyro.kernels import neutra_core as core
+from ebmppl.pyro.kernels.setup import build_flow, check_initial_energy, flat_target, resolve_num_walkers
+from ebmppl.pyro.potential import Potential
+from ebmppl.schedule import WarmupSchedule
+
+__all__ = ["NeuTraHMC"]
+
+SAMPLE_STATS = ("accept_prob", "potential_energy", "diverging", "step_size", "num_steps")
+
+
+class NeuTraHMC(MCMCKernel):
+    """Neural-transport HMC: HMC in the latent space of a flow fitted to the target during warm-up.
+
+    Pyro has no vectorized chains, so this kernel advances ``num_walkers``
+    walkers together inside one Pyro chain, as :class:`FlowMCMC` does. They
+    share one transport ``x = T(z)`` (a standardisation composed with a
+    normalizing flow) and move by HMC on the latent density
+    ``π(T(z)) |det J_T(z)|``, which is nearly a standard normal once the flow
+    fits, so that the hard geometry of the target (funnels, curved ridges)
+    becomes easy. During warm-up the transport is fitted at the iterations
+    of the :class:`~ebmppl.WarmupSchedule`: by reverse KL to the target
+    (default; it reaches regions the chains have not visited yet, such as the
+    neck of a funnel) or, with ``fit="forward"``, by forward KL on the recent
+    states of every walker; the step size and trajectory length are adapted
+    in the latent space. After warm-up the transport is frozen, so the draws
+    come from one fixed Markov kernel, reported in the model's constrained
+    space. Randomness comes from torch's generator (``pyro.set_rng_seed``).
+
+    A model whose only latent site is a flow-backbone
+    ``Potential(energy, base=flow)`` is sampled in that flow's own latent
+    space, where the potential is ``-log ρ(z) + energy(flow(z))``; the flow is
+    then not refitted (unless ``flow`` or ``schedule`` say so).
+
+    NeuTraHMC does not cross between well-separated modes that its flow has
+    not placed: for multimodal targets use :class:`FlowMCMC`.
+
+    Args:
+        model: a Pyro model (exactly one of ``model``, ``potential_fn``); it is
+            evaluated for all walkers at once, like :class:`FlowMCMC`'s.
+        potential_fn: potential energy of one walker's unconstrained
+            parameters (a dict of tensors), vectorized with ``torch.func.vmap``;
+            then ``initial_params`` must be given to ``MCMC``.
+        num_walkers: walkers moved together; ``None`` for the leading size of
+            ``initial_params`` if given, else 40.
+        flow: the transport's flow: ``None`` for
+            :func:`~ebmppl.pyro.flows.neutra_flow` (an inverse autoregressive
+            affine flow), a factory ``dim -> flow``, or a flow with an exact
+            inverse (used from the first iteration and warm-started by the fits).
+        fit: ``"reverse"`` or ``"forward"`` KL.
+        step_size: initial leapfrog step size.
+        trajectory_length: HMC trajectory length in the latent space; ``None``
+            adapts it to a quarter period of the widest latent direction.
+        max_leapfrog: cap on the leapfrog steps of one trajectory.
+        target_accept_prob: acceptance that step-size adaptation aims at.
+        schedule: the :class:`~ebmppl.WarmupSchedule`; ``None`` for
+            ``NeuTraHMC.default_schedule(warmup_steps)``.
+        init_strategy: Pyro init strategy when ``model`` is given.
+
+    Example:
+        >>> import torch, pyro, pyro.distributions as dist
+        >>> from pyro.infer import MCMC
+        >>> from ebmppl.pyro import NeuTraHMC
+        >>> def model():
+        ...     v = pyro.sample("v", dist.Normal(0.0, 3.0))
+        ...     pyro.sample("x", dist.Normal(0.0, (v / 2).exp().unsqueeze(-1)).expand(v.shape + (3,)).to_event(1))
+        >>> pyro.set_rng_seed(0)
+        >>> kernel = NeuTraHMC(model, num_walkers=4, schedule=NeuTraHMC.default_schedule(200).replace(fit_steps=50))
+        >>> mcmc = MCMC(kernel, warmup_steps=200, num_samples=100, disable_progbar=True)
+        >>> mcmc.run()
+        >>> mcmc.get_samples()["x"].shape
+        torch.Size([100, 4, 3])
+    """
+
+    def __init__(
+        self,
+        model: Callable | None = None,
+        *,
+        potential_fn: Callable | None = None,
+        num_walkers: int | None = None,
+        flow: Any = None,
+        fit: str = "reverse",
+        step_size: float = 0.1,
+        trajectory_length: float | None = None,
+        max_leapfrog: int = 256,
+        target_accept_prob: float = 0.8,
+        schedule: WarmupSchedule | None = None,
+        init_strategy: Callable = init_to_uniform,
+    ):
+        check_neutra_options(
+            model=model,
+            potential_fn=potential_fn,
+            fit=fit,
+            step_size=step_size,
+            trajectory_length=trajectory_length,
+            max_leapfrog=max_leapfrog,
+            target_accept_prob=target_accept_prob,
+        )
+        if num_walkers is not None and num_walkers < 2:
+            raise ValueError(f"NeuTraHMC needs num_walkers >= 2, got {num_walkers}")
+        self.model = model
+        self.potential_fn = potential_fn
+        self.transforms = None
+        self._num_walkers = num_walkers
+        self._flow = flow
+        self._fit = fit
+        self._step_size = float(step_size)
+        self._trajectory_length = None if trajectory_length is None else float(trajectory_length)
+        self._max_leapfrog = int(max_leapfrog)
+        self._target_accept_prob = float(target_accept_prob)
+        self._schedule = schedule
+        self._init_strategy = init_strategy
+        self._initial_params = None
+        self._user_initial_params = None
+        self._state: core.CoreState | None = None
+        self._runs: list[dict[str, list]] = []
+
+    @staticmethod
+    def default_schedule(num_warmup: int) -> WarmupSchedule:
+        """Four fits over the first 80% of warm-up, 2000 Adam steps each (see :class:`~ebmppl.WarmupSchedule`)."""
+        return WarmupSchedule.default(num_warmup).replace(fit_steps=2000)
+
+    # --- what Pyro's MCMC reads ------------------------------------------------------
+    @property
+    def initial_params(self) -> dict[str, torch.Tensor]:
+        return self._initial_params
+
+    @initial_params.setter
+    def initial_params(self, params: dict[str, torch.Tensor]) -> None:
+        self._user_initial_params = params
+        self._initial_params = params
+
+    @property
+    def num_walkers(self) -> int | None:
+        """Walkers moved together (known once ``setup`` has run, or when given)."""
+        return self._num_walkers
+
+    @property
+    def schedule(self) -> WarmupSchedule | None:
+        """The warm-up schedule in use (known once ``setup`` has seen ``warmup_steps``)."""
+        return self._schedule
+
+    @property
+    def state(self) -> core.CoreState | None:
+        """The current :class:`~ebmppl.pyro.kernels.neutra_core.CoreState`."""
+        return self._state
+
+    @property
+    def sample_stats(self) -> list[dict[str, torch.Tensor]]:
+        """Per-draw statistics of each run's samples (one dict per Pyro chain run in this process).
+
+        Keys ``accept_prob``, ``potential_energy``, ``diverging``, ``step_size``
+        and ``num_steps``, each of shape ``(num_walkers, num_samples)``.
+        """
+        return [
+            {name: torch.stack(values, dim=1) if values else torch.zeros(0) for name, values in run.items()}
+            for run in self._runs
+        ]
+
+    def setup(self, warmup_steps: int, *args, **kwargs) -> None:
+        user_params = self._user_initial_params
+        num_walkers = resolve_num_walkers("NeuTraHMC", self._num_walkers, user_params, default=40)
+        self._num_walkers = num_walkers
+        target, layout, position, self.transforms = flat_target(
+            "NeuTraHMC", self.model, self.potential_fn, args, kwargs, num_walkers, user_params, self._init_strategy
+        )
+        dim = position.shape[1]
+        flow, schedule = self._flow, self._schedule
+        backbone = self._backbone(dim, args, kwargs) if flow is None else None
+        if backbone is not None:
+            flow = backbone
+            schedule = WarmupSchedule(fit_iterations=(), window=1) if schedule is None else schedule
+        if schedule is None:
+            schedule = self.default_schedule(warmup_steps)
+        schedule.validate(warmup_steps)
+        self._schedule = schedule
+        flow, factory, _ = build_flow(flow, neutra_flow, dim, position.device)
+        config = core.Config(
+            num_warmup=warmup_steps,
+            target_accept_prob=self._target_accept_prob,
+            schedule=schedule,
+            fit=self._fit,
+            max_leapfrog=self._max_leapfrog,
+            trajectory_length=self._trajectory_length,
+            flow_factory=factory,
+        )
+        check_initial_energy("NeuTraHMC", target.logdensity(position))
+        state = core.init(position, target, flow, config, self._step_size)
+        check_initial_energy("NeuTraHMC", state.latent_logdensity)
+        self._target, self._layout, self._config, self._state = target, layout, config, state
+        self._initial_params = layout.unflatten(position)
+        self._runs.append({name: [] for name in SAMPLE_STATS})
+
+    def sample(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        state = core.step(self._state, self._target, self._config)
+        self._state = state
+        if state.i > self._config.num_warmup:
+            record = self._runs[-1]
+            record["accept_prob"].append(state.accept_prob)
+            record["potential_energy"].append(-state.logdensity)
+            record["diverging"].append(state.diverging)
+            record["step_size"].append(state.step_size)
+            record["num_steps"].append(torch.full_like(state.step_size, state.num_steps))
+        return self._layout.unflatten(state.position)
+
+    def logging(self) -> OrderedDict:
+        state = self._state
+        return OrderedDict(
+            [
+                ("acc", f"{float(state.accept_prob.mean()):.2f}"),
+                ("steps", str(state.num_steps)),
+                ("step", f"{float(state.step_size[0]):.2e}"),
+            ]
+        )
+
+    def diagnostics(self) -> dict:
+        stats = self.sample_stats[-1]
+        return {
+            "acceptance rate": stats["accept_prob"].mean().item(),
+            "divergences": int(stats["diverging"].sum()),
+            "num nonfinite": int(self._state.num_nonfinite.sum()),
+        }
+
+    def cleanup(self) -> None:
+        """Nothing to release: the state stays readable after the run."""
+
+    def _backbone(self, dim, args, kwargs):
+        """The flow of the model's only latent site when it is a flow-backbone Potential."""
+        if self.model is None:
+            return None
+        with poutine.block(), pyro.poutine.trace() as tracer:
+            self.model(*args, **kwargs)
+        latent = [
+            site for site in tracer.trace.nodes.values()
+            if site["type"] == "sample" and not site["is_observed"]
+        ]
+        if len(latent) != 1 or not isinstance(latent[0]["fn"], Potential):
+            return None
+        flow = latent[0]["fn"].backbone
+        if flow is None or tuple(flow().event_shape) != (dim,):
+            return None
+        return flow

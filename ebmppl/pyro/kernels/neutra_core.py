@@ -1,0 +1,381 @@
+"""Functional core of neural-transport HMC on a batch of walkers (torch).
+
+The walkers live in the latent space of a transport ``x = T(z) = loc + M g(z)``
+(``g`` a flow's base-to-data map, ``(loc, M)`` a standardisation fitted to the
+chains) and move by HMC on the latent log density
+``log π(T(z)) + log|det J_T(z)|``, which is close to a standard normal once
+the flow fits. :func:`init` builds the state; :func:`step` runs one
+iteration: an HMC move with a jittered number of leapfrog steps, then, during
+warm-up, step-size adaptation, storage of the walkers' data-space states and,
+at the scheduled iterations, a refit of the transport (reverse KL to the
+target, or forward KL on the stored states) followed by a new trajectory
+length. Walkers keep their data-space position across a refit. :func:`step`
+returns a new state and leaves its input as it was; randomness comes from
+torch's generator. It mirrors :mod:`ebmppl.numpyro.kernels.neutra_core`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Callable, NamedTuple
+
+import torch
+from pyro.ops.dual_averaging import DualAveraging
+from torch import nn
+
+from ebmppl.pyro.flows import Whitening, base_maps, fit_diagonal_whitening, fit_flow, fresh_copy, identity_whitening
+from ebmppl.pyro.kernels.core import Target, _da_start
+from ebmppl.schedule import WarmupSchedule
+
+__all__ = ["AdaptState", "Config", "CoreState", "Transport", "fit_flow_reverse", "init", "latent_logdensity", "step"]
+
+DIVERGENCE_THRESHOLD = 1000.0  # an energy error above this ends a trajectory as divergent
+
+
+class Config(NamedTuple):
+    """Settings of one run.
+
+    Attributes:
+        num_warmup: warm-up iterations.
+        target_accept_prob: acceptance aimed at by step-size adaptation.
+        schedule: when and how the transport is fitted.
+        fit: ``"reverse"`` (KL to the target) or ``"forward"`` (KL from the chains' states).
+        max_leapfrog: cap on the leapfrog steps of one trajectory.
+        trajectory_length: fixed trajectory length, or ``None`` to adapt it.
+        flow_factory: ``dim -> flow`` for fresh restarts, or ``None`` (no restarts).
+    """
+
+    num_warmup: int
+    target_accept_prob: float
+    schedule: WarmupSchedule
+    fit: str
+    max_leapfrog: int
+    trajectory_length: float | None
+    flow_factory: Callable | None
+
+
+class Transport(NamedTuple):
+    """The map from latent to data space: a flow (frozen) and the standardisation.
+
+    Attributes:
+        flow: the flow module.
+        whitening: the affine map from the flow's output to data coordinates.
+    """
+
+    flow: nn.Module
+    whitening: Whitening
+
+
+class AdaptState(NamedTuple):
+    """Warm-up bookkeeping.
+
+    Attributes:
+        dual_averaging: Pyro's dual-averaging state for ``log(step_size)``.
+        window: shape ``(W, C, D)``, the last ``W`` iterations' data-space positions.
+        num_fits: fits done so far.
+        fit_losses: shape ``(restarts + 1,)``, the last fit's candidate losses; NaN before.
+    """
+
+    dual_averaging: DualAveraging
+    window: torch.Tensor
+    num_fits: int
+    fit_losses: torch.Tensor
+
+
+class CoreState(NamedTuple):
+    """Walkers and everything the next iteration needs.
+
+    Attributes:
+        i: iterations done.
+        latent: shape ``(C, D)``, the walkers in the latent space.
+        position: shape ``(C, D)``, ``T(latent)``, the walkers in data space.
+        logdensity: shape ``(C,)``, the target's log density at ``position``.
+        latent_logdensity, latent_grad: the latent log density and its gradient at ``latent``.
+        step_size: shape ``(C,)``, the leapfrog step size (equal for all walkers).
+        trajectory_length: the mean trajectory length.
+        num_steps: leapfrog steps of the last trajectory.
+        accept_prob: shape ``(C,)``, acceptance probability of the last move.
+        diverging: shape ``(C,)``, whether the last trajectory diverged.
+        num_nonfinite: shape ``(C,)``, running count of proposals rejected
+            because the target's log density or gradient was not finite there.
+        transport: the :class:`Transport`.
+        adapt: the :class:`AdaptState`.
+    """
+
+    i: int
+    latent: torch.Tensor
+    position: torch.Tensor
+    logdensity: torch.Tensor
+    latent_logdensity: torch.Tensor
+    latent_grad: torch.Tensor
+    step_size: torch.Tensor
+    trajectory_length: float
+    num_steps: int
+    accept_prob: torch.Tensor
+    diverging: torch.Tensor
+    num_nonfinite: torch.Tensor
+    transport: Transport
+    adapt: AdaptState
+
+
+def latent_logdensity(logdensity: Callable, transport: Transport) -> Callable:
+    """The batched latent log density ``z -> (log π(T(z)) + log|det J_T(z)|, T(z), log π(T(z)))``.
+
+    Args:
+        logdensity: the target's differentiable log density ``(n, D) -> (n,)``.
+        transport: the :class:`Transport`.
+    """
+    forward, _ = base_maps(transport.flow)
+    w = transport.whitening
+
+    def fn(z):
+        u, log_det = forward(z)
+        x = w.loc + u @ w.matrix.T
+        value = logdensity(x)
+        return value + log_det + w.log_det, x, value
+
+    return fn
+
+
+def _value_and_grad(target: Target, transport: Transport) -> Callable:
+    fn = latent_logdensity(target.differentiable, transport)
+
+    def value_and_grad(z):
+        z = z.detach().requires_grad_(True)
+        with torch.enable_grad():
+            value, x, x_value = fn(z)
+            (grad,) = torch.autograd.grad(value.sum(), z)
+        return value.detach(), x.detach(), x_value.detach(), grad.detach()
+
+    return value_and_grad
+
+
+def init(position: torch.Tensor, target: Target, flow: nn.Module, config: Config, step_size: float) -> CoreState:
+    """The state of walkers at data-space ``position`` (shape ``(C, D)``), identity standardisation."""
+    num_walkers, dim = position.shape
+    restarts = config.schedule.fresh_restarts if config.flow_factory is not None else 0
+    adapt = AdaptState(
+        dual_averaging=_da_start(step_size),
+        window=position.new_zeros((config.schedule.window, num_walkers, dim)),
+        num_fits=0,
+        fit_losses=position.new_full((restarts + 1,), math.nan),
+    )
+    flow.requires_grad_(False)
+    zeros = position.new_zeros(num_walkers)
+    state = CoreState(
+        i=0,
+        latent=position,
+        position=position,
+        logdensity=zeros,
+        latent_logdensity=zeros,
+        latent_grad=torch.zeros_like(position),
+        step_size=position.new_full((num_walkers,), step_size),
+        trajectory_length=0.5 * math.pi if config.trajectory_length is None else config.trajectory_length,
+        num_steps=0,
+        accept_prob=zeros,
+        diverging=torch.zeros(num_walkers, dtype=torch.bool, device=position.device),
+        num_nonfinite=torch.zeros(num_walkers, dtype=torch.int64, device=position.device),
+        transport=Transport(flow, identity_whitening(dim, position.dtype, position.device)),
+        adapt=adapt,
+    )
+    return relocate(state, position, target)
+
+
+def relocate(state: CoreState, position: torch.Tensor, target: Target) -> CoreState:
+    """Put the walkers at data-space ``position`` under the state's transport."""
+    _, inverse = base_maps(state.transport.flow)
+    w = state.transport.whitening
+    with torch.no_grad():
+        latent = inverse((position - w.loc) @ w.inverse.T)
+    value, x, x_value, grad = _value_and_grad(target, state.transport)(latent)
+    return state._replace(latent=latent.detach(), position=x, logdensity=x_value, latent_logdensity=value,
+                          latent_grad=grad)
+
+
+def _hmc(state: CoreState, value_and_grad: Callable, num_steps: int):
+    """One HMC move of every walker with ``num_steps`` leapfrog steps."""
+    eps = state.step_size[:, None]
+    p0 = torch.randn_like(state.latent)
+    z, value, x, x_value, grad, p = (
+        state.latent, state.latent_logdensity, state.position, state.logdensity, state.latent_grad, p0
+    )
+    for _ in range(num_steps):
+        p = p + 0.5 * eps * grad
+        z = z + eps * p
+        value, x, x_value, grad = value_and_grad(z)
+        p = p + 0.5 * eps * grad
+    energy_error = (0.5 * (p**2).sum(-1) - value) - (0.5 * (p0**2).sum(-1) - state.latent_logdensity)
+    finite = torch.isfinite(energy_error) & torch.isfinite(grad).all(-1)
+    diverging = ~finite | (energy_error > DIVERGENCE_THRESHOLD)
+    log_ratio = torch.where(finite, -energy_error, torch.full_like(energy_error, -math.inf))
+    accept = torch.rand_like(log_ratio).log() < log_ratio
+
+    def pick(new, old):
+        return torch.where(accept.reshape(accept.shape + (1,) * (new.dim() - 1)), new, old)
+
+    moved = state._replace(
+        latent=pick(z, state.latent),
+        position=pick(x, state.position),
+        logdensity=pick(x_value, state.logdensity),
+        latent_logdensity=pick(value, state.latent_logdensity),
+        latent_grad=pick(grad, state.latent_grad),
+    )
+    return moved, log_ratio.clamp(max=0.0).exp(), diverging, (~finite).long()
+
+
+def step(state: CoreState, target: Target, config: Config) -> CoreState:
+    """One iteration of neural-transport HMC (see the module docstring).
+
+    Args:
+        state: the current :class:`CoreState`.
+        target: the batched log density (with its ``differentiable`` form).
+        config: the run's settings.
+
+    Returns:
+        The next :class:`CoreState`.
+    """
+    # Jittered trajectory length (uniform on [0.5, 1.5] of the mean) against periodic orbits.
+    length = state.trajectory_length * (0.5 + float(torch.rand(())))
+    num_steps = int(min(max(math.ceil(length / float(state.step_size[0])), 1), config.max_leapfrog))
+    moved, accept_prob, diverging, nonfinite = _hmc(state, _value_and_grad(target, state.transport), num_steps)
+    state = moved._replace(
+        i=state.i + 1,
+        num_steps=num_steps,
+        accept_prob=accept_prob,
+        diverging=diverging,
+        num_nonfinite=state.num_nonfinite + nonfinite,
+    )
+    if state.i <= config.num_warmup:
+        state = _adapt(state, target, config)
+    return state
+
+
+def _adapt(state: CoreState, target: Target, config: Config) -> CoreState:
+    """Warm-up only: step size, training window, scheduled transport fits."""
+    it = state.i - 1  # the iteration just done
+    da = copy.copy(state.adapt.dual_averaging)
+    da.step(config.target_accept_prob - float(state.accept_prob.mean()))
+    x_t, x_avg = da.get_state()
+    log_step = x_avg if it == config.num_warmup - 1 else x_t
+    step_size = torch.full_like(state.step_size, math.exp(log_step))
+    schedule = config.schedule
+    window = state.adapt.window.clone()
+    window[it % schedule.window] = state.position
+    state = state._replace(step_size=step_size, adapt=state.adapt._replace(dual_averaging=da, window=window))
+    if it not in schedule.fit_iterations:
+        return state
+    transport, losses = _fit(state, target, config)
+    state = relocate(state._replace(transport=transport), state.position, target)
+    length = state.trajectory_length
+    if config.trajectory_length is None:
+        length = _trajectory_length(state)
+    adapt = state.adapt._replace(
+        # Step-size adaptation restarts: the latent geometry just changed.
+        dual_averaging=_da_start(float(state.step_size[0])),
+        num_fits=state.adapt.num_fits + 1,
+        fit_losses=losses,
+    )
+    return state._replace(adapt=adapt, trajectory_length=length)
+
+
+def _trajectory_length(state: CoreState) -> float:
+    """A quarter period of HMC on the widest latent direction of the window: ``(π/2) σ_max``."""
+    _, inverse = base_maps(state.transport.flow)
+    w = state.transport.whitening
+    points = state.adapt.window.reshape(-1, state.position.shape[-1])
+    with torch.no_grad():
+        latent = inverse((points - w.loc) @ w.inverse.T)
+    cov = torch.atleast_2d(torch.cov(latent.T))
+    widest = float(torch.linalg.eigvalsh(cov).max().sqrt())
+    widest = widest if math.isfinite(widest) else 1.0
+    return 0.5 * math.pi * min(max(widest, 0.5), 10.0)
+
+
+def _candidates(state: CoreState, config: Config, dim: int) -> list[nn.Module]:
+    candidates = [fresh_copy(state.transport.flow)]
+    if config.flow_factory is not None:
+        candidates += [config.flow_factory(dim) for _ in range(config.schedule.fresh_restarts)]
+    return candidates
+
+
+def _fit(state: CoreState, target: Target, config: Config) -> tuple[Transport, torch.Tensor]:
+    schedule = config.schedule
+    points = state.adapt.window.reshape(-1, state.position.shape[-1])
+    whitening = fit_diagonal_whitening(points)
+    candidates = _candidates(state, config, points.shape[-1])
+    if config.fit == "forward":
+        flow, losses = fit_flow(
+            candidates,
+            (points - whitening.loc) @ whitening.inverse.T,
+            num_steps=schedule.fit_steps,
+            batch_size=schedule.batch_size,
+            learning_rate=schedule.learning_rate,
+        )
+    else:
+        flow, losses = fit_flow_reverse(
+            candidates,
+            whitening,
+            target.differentiable,
+            num_steps=schedule.fit_steps,
+            batch_size=schedule.batch_size,
+            learning_rate=schedule.learning_rate,
+        )
+    return Transport(flow, whitening), losses
+
+
+def fit_flow_reverse(
+    candidates: list[nn.Module],
+    whitening: Whitening,
+    logdensity: Callable,
+    *,
+    num_steps: int,
+    batch_size: int,
+    learning_rate: float,
+) -> tuple[nn.Module, torch.Tensor]:
+    """Fit several transports by reverse KL to the target and keep the best.
+
+    Each candidate is trained in place to minimise
+    ``E_{z ~ N(0, I)}[log ρ(z) - log π(T(z)) - log|det J_T(z)|]`` (the KL from
+    the transport's push-forward to the target, minus ``log Z``) with Adam on
+    fresh standard-normal batches, the learning rate decaying to a tenth along a
+    cosine; steps with a non-finite loss or gradient are skipped. The
+    candidate with the lowest loss on a common batch of ``4 * batch_size``
+    draws is returned.
+
+    Returns:
+        ``(flow, losses)`` as :func:`~ebmppl.pyro.flows.fit_flow`.
+    """
+    dim = whitening.loc.shape[0]
+    reference = whitening.loc
+    half_log_two_pi = 0.5 * dim * math.log(2 * math.pi)
+
+    def loss_fn(flow, z):
+        value, _, _ = latent_logdensity(logdensity, Transport(flow, whitening))(z)
+        return (-0.5 * (z**2).sum(-1) - value).mean() - half_log_two_pi
+
+    z_eval = torch.randn(4 * batch_size, dim, dtype=reference.dtype, device=reference.device)
+    losses = []
+    for flow in candidates:
+        parameters = [p for p in flow.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(parameters, lr=learning_rate)
+        decay = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda k: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(k, num_steps) / num_steps))
+        )
+        for _ in range(num_steps):
+            z = torch.randn(batch_size, dim, dtype=reference.dtype, device=reference.device)
+            with torch.enable_grad():
+                loss = loss_fn(flow, z)
+                optimizer.zero_grad()
+                loss.backward()
+            norm = torch.nn.utils.clip_grad_norm_(parameters, 10.0)
+            if torch.isfinite(loss) and torch.isfinite(norm):
+                optimizer.step()
+            decay.step()
+        with torch.no_grad():
+            loss = loss_fn(flow, z_eval)
+        losses.append(loss if torch.isfinite(loss) else torch.full_like(loss, math.inf))
+    losses = torch.stack(losses)
+    for flow in candidates:
+        flow.requires_grad_(False)
+    return candidates[int(torch.argmin(losses))], losses
