@@ -1,4 +1,4 @@
-"""Balanced EBM training (``method="flow"``) vs persistent chains without the flow (``"ula"``), in one run.
+"""Balanced EBM training (``method="flow"``) vs persistent chains without the flow (``"ula"``) and NT-EBM (``"neutra"``).
 
 Reproduces the synthetic experiments of Grenioux, Moulines, Gabrié (2023):
 
@@ -9,11 +9,18 @@ Reproduces the synthetic experiments of Grenioux, Moulines, Gabrié (2023):
   ``(log p_θ(x) - log p*(x))²``, the EBM normalised on a grid.
 
 Every metric is evaluated every ``--eval-every`` updates and scored as the
-median of the last 10 evaluations. The paper's numbers are printed beside
-ours.
+median of the last 10 evaluations. The paper's numbers for the same method
+(ULA-EBM, NT-EBM or theirs) are printed beside ours.
 
     python benchmarks/balanced_training.py --seeds 0 1 2              # NumPyro, all data sets
     python benchmarks/balanced_training.py --backend numpyro pyro     # both, with time ratios
+    python benchmarks/balanced_training.py --methods neutra --seeds 0 1 2   # the NT-EBM rows
+
+``neutra`` (NT-EBM: the flow fitted to the data by maximum likelihood, then
+frozen as the backbone of ``exp(-E) q``; negatives from 128 MALA steps in the
+flow's latent space from flow draws, acceptance 0.75) runs with the
+trainer's defaults for that method; ``--rounds``, ``--local-steps`` and
+``--particles`` set the other methods' chains.
 
 The defaults are a far lighter budget than the paper's (2000 updates of 256
 points, 4096 chains, 2 rounds of one i-SIR move with 32 candidates and 20
@@ -32,11 +39,11 @@ import numpy as np
 from ebmppl.datasets import eight_gaussians, line_of_four, rings
 from ebmppl.diagnostics import grid_mode_weights
 
-PAPER = {  # (ULA-EBM, flow) from the paper's tables
-    "four: EBM weight MSE": (1.24e-3, 4.29e-4),
-    "four: negatives vs EBM MSE": (1.79e-3, 3.12e-5),
-    "eight: median sq. log-density error": (1.86, 0.94),
-    "rings: median sq. log-density error": (5.39, 0.40),
+PAPER = {  # ULA-EBM, NT-EBM and flow (their method) from the paper's tables
+    "four: EBM weight MSE": {"ula": 1.24e-3, "neutra": 9.87e-4, "flow": 4.29e-4},
+    "four: negatives vs EBM MSE": {"ula": 1.79e-3, "neutra": 3.85e-4, "flow": 3.12e-5},
+    "eight: median sq. log-density error": {"ula": 1.86, "neutra": 0.97, "flow": 0.94},
+    "rings: median sq. log-density error": {"ula": 5.39, "neutra": 0.62, "flow": 0.40},
 }
 DATASETS = {"four": line_of_four, "eight": eight_gaussians, "rings": rings}
 GRID = np.linspace(-6.0, 6.0, 400)  # even count: the origin is not a grid point
@@ -44,9 +51,11 @@ CELL = (GRID[1] - GRID[0]) ** 2
 GRID_POINTS = np.stack(np.meshgrid(GRID, GRID), axis=-1).reshape(-1, 2)
 
 
-def settings(args) -> dict:
-    return dict(batch_size=256, pool_size=args.pool, num_rounds=args.rounds, num_local_steps=args.local_steps,
-                num_particles=args.particles, ema_decay=args.ema or None)
+def settings(args, method) -> dict:
+    common = dict(batch_size=256, pool_size=args.pool, ema_decay=args.ema or None)
+    if method == "neutra":  # the NT-EBM baseline's own chain settings (the trainer's defaults)
+        return common
+    return dict(common, num_rounds=args.rounds, num_local_steps=args.local_steps, num_particles=args.particles)
 
 
 def ebm_weights(target, log_density) -> np.ndarray:
@@ -98,7 +107,8 @@ def run_numpyro(name, method, args, seed):
 
     schedule = optax.cosine_decay_schedule(args.lr, args.steps, alpha=args.lr_floor)
     centres = target.means if name == "four" else None
-    trainer = EBMTrainer(model, optim=optax.adam(schedule), method=method, mode_centres=centres, **settings(args))
+    trainer = EBMTrainer(model, optim=optax.adam(schedule), method=method, mode_centres=centres,
+                         **settings(args, method))
     state = trainer.init(jax.random.key(seed), data)
     scores, start = [], time.perf_counter()
     for step in range(1, args.steps + 1):
@@ -143,7 +153,7 @@ def run_pyro(name, method, args, seed):
     # lr decays to lr_floor x lr over the run, where the NumPyro side's cosine schedule ends
     optim = pyro.optim.ClippedAdam({"lr": args.lr, "lrd": args.lr_floor ** (1 / args.steps)})
     centres = target.means if name == "four" else None
-    trainer = EBMTrainer(model, optim=optim, method=method, mode_centres=centres, **settings(args))
+    trainer = EBMTrainer(model, optim=optim, method=method, mode_centres=centres, **settings(args, method))
     scores, start = [], time.perf_counter()
     for step in range(1, args.steps + 1):
         trainer.step(data)
@@ -164,7 +174,8 @@ def main():
     parser.add_argument("--backend", nargs="+", choices=["numpyro", "pyro"], default=["numpyro"],
                         help="both: each run in both, with the Pyro / NumPyro time ratio")
     parser.add_argument("--data", nargs="+", choices=list(DATASETS), default=list(DATASETS))
-    parser.add_argument("--methods", nargs="+", default=["flow", "ula"])
+    parser.add_argument("--methods", nargs="+", choices=["flow", "ula", "neutra", "short-run"],
+                        default=["flow", "ula", "neutra"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--eval-every", type=int, default=50)
@@ -186,7 +197,7 @@ def main():
                     scores, walls[backend] = runners[backend](name, method, args, seed)
                     for metric in scores[0]:
                         ours = float(np.median([s[metric] for s in scores]))
-                        paper = PAPER[metric][1 if method == "flow" else 0]
+                        paper = PAPER[metric].get(method, float("nan"))
                         print(f"{metric:40} {backend:8} {method:6} {seed:4d} {ours:10.3g} {paper:10.3g} "
                               f"{walls[backend]:7.0f}", flush=True)
                 if len(walls) == 2:

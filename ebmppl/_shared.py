@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["LogPartition", "check_flow_mcmc_options", "check_neutra_options", "interleaved_slots", "log_partition_from_log_weights"]
+__all__ = ["LogPartition", "check_flow_mcmc_options", "check_neutra_options", "method_defaults", "interleaved_slots", "log_partition_from_log_weights"]
 
 
 def check_flow_mcmc_options(
@@ -82,6 +82,18 @@ def check_neutra_options(
         raise ValueError(f"trajectory_length must be positive or None (adapted), got {trajectory_length}")
     if not 0.0 < target_accept_prob < 1.0:
         raise ValueError(f"target_accept_prob must lie in (0, 1), got {target_accept_prob}")
+
+
+def method_defaults(method: str, num_local_steps: int | None, target_accept_prob: float | None):
+    """EBMTrainer's local steps and acceptance target for ``method`` where not given.
+
+    ``"neutra"`` (NT-EBM) runs 128 latent MALA steps aiming at 0.75, as in
+    the paper's baseline; the other methods 25 steps per round aiming at 0.65.
+    """
+    neutra = method == "neutra"
+    num_local_steps = (128 if neutra else 25) if num_local_steps is None else num_local_steps
+    target_accept_prob = (0.75 if neutra else 0.65) if target_accept_prob is None else target_accept_prob
+    return num_local_steps, target_accept_prob
 
 
 def interleaved_slots(dim: int, first_size: int) -> list[int]:

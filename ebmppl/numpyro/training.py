@@ -15,7 +15,11 @@ flow's along ``mean ∇ log λ(x-)`` (forward KL on the negatives). The
 paper's baselines use the same local kernel without the flow:
 ``method="ula"`` keeps persistent chains moved by MALA alone, and
 ``"short-run"`` starts the chains from standard normal noise at every
-update.
+update. ``method="neutra"`` is the NT-EBM of Nijkamp et al. (2020): the
+flow is first fitted to the data by maximum likelihood and then frozen as
+the model's backbone, ``p(x) ∝ exp(-E(x)) q(x)``; the negatives come from
+``num_local_steps`` (128) MALA steps in the flow's latent space, where the
+log density is ``log ρ(z) - E(g(z))``, started at flow draws.
 
 Example:
     >>> import jax, jax.numpy as jnp, numpyro, numpyro.distributions as dist, equinox as eqx, optax
@@ -48,7 +52,8 @@ import numpy as np
 import optax
 from numpyro import handlers
 
-from ebmppl.numpyro.flows import check_flow, default_flow, identity_whitening, partition_flow
+from ebmppl._shared import method_defaults
+from ebmppl.numpyro.flows import check_flow, default_flow, fit_flow, identity_whitening, partition_flow
 from ebmppl.numpyro.flows import proposal_log_prob, proposal_sample_and_log_prob
 from ebmppl.numpyro.kernels.isir import isir_step
 from ebmppl.numpyro.kernels.local import LocalState, hmc_step
@@ -58,7 +63,7 @@ __all__ = ["EBMTrainer", "TrainResult", "TrainState", "load_checkpoint", "save_c
 
 CHECKPOINT_FORMAT = "ebmppl-numpyro-train-state-v1"
 
-METHODS = ("flow", "ula", "short-run")
+METHODS = ("flow", "ula", "short-run", "neutra")
 HISTORY = ("loss", "energy_data", "energy_negatives", "global_accept_prob", "local_accept_prob")
 
 
@@ -116,15 +121,20 @@ class EBMTrainer:
         flow: the proposal: ``None`` for :func:`~ebmppl.numpyro.flows.default_flow`,
             a factory ``(key, dim) -> flow`` or a flowjax flow (exact inverse).
         optim: an optax optimizer, used for the energy and (a copy) the flow.
-        method: ``"flow"``, ``"ula"`` or ``"short-run"``.
+        method: ``"flow"``, ``"ula"``, ``"short-run"`` or ``"neutra"``. With
+            ``"neutra"`` the fitted flow takes the place of the Potential's
+            ``base``: the trained density is ``exp(-energy(x)) q(x)``, and
+            :meth:`potential` returns it as a flow-backbone ``Potential``.
         batch_size: data points and negatives per update.
-        pool_size: persistent chains.
+        pool_size: persistent chains (``"neutra"``: the latest negatives).
         num_rounds: rounds per update, each an i-SIR move (``"flow"`` only)
-            and ``num_local_steps`` MALA moves.
-        num_local_steps: MALA steps per round.
+            and ``num_local_steps`` MALA moves (``"neutra"``: one round).
+        num_local_steps: MALA steps per round; ``None`` for 25, or 128 with
+            ``"neutra"``.
         num_particles: i-SIR candidates per chain.
         step_size: initial MALA step size, adapted toward ``target_accept_prob``.
-        target_accept_prob: MALA acceptance aimed at.
+        target_accept_prob: MALA acceptance aimed at; ``None`` for 0.65, or
+            0.75 with ``"neutra"``.
         energy_penalty: ``c`` of the ``c · mean(E(x+)² + E(x-)²)`` penalty.
         max_grad_norm: gradients are clipped to this global norm.
         max_failures: consecutive non-finite updates tolerated before an error.
@@ -134,6 +144,10 @@ class EBMTrainer:
             exponential moving average ``a <- decay·a + (1-decay)·θ`` of the
             iterates, which damps the swings of a stochastic optimizer; the
             chains always follow the current iterate.
+        flow_fit_steps: ``"neutra"`` only: Adam steps (learning rate
+            ``flow_learning_rate``, minibatches of ``batch_size``) of the
+            maximum-likelihood fit of the flow to the data in :meth:`init`.
+        flow_learning_rate: see ``flow_fit_steps``.
     """
 
     def __init__(
@@ -146,16 +160,19 @@ class EBMTrainer:
         batch_size: int = 256,
         pool_size: int = 8192,
         num_rounds: int = 4,
-        num_local_steps: int = 25,
+        num_local_steps: int | None = None,
         num_particles: int = 64,
         step_size: float = 0.05,
-        target_accept_prob: float = 0.65,
+        target_accept_prob: float | None = None,
         energy_penalty: float = 0.0,
         max_grad_norm: float = 10.0,
         max_failures: int = 10,
         mode_centres=None,
         ema_decay: float | None = None,
+        flow_fit_steps: int = 2000,
+        flow_learning_rate: float = 3e-3,
     ):
+        num_local_steps, target_accept_prob = method_defaults(method, num_local_steps, target_accept_prob)
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if ema_decay is not None and not 0.0 <= ema_decay < 1.0:
@@ -174,8 +191,10 @@ class EBMTrainer:
         self.max_failures = max_failures
         self.mode_centres = None if mode_centres is None else jnp.asarray(mode_centres)
         self.ema_decay = ema_decay
+        self.flow_fit_steps, self.flow_learning_rate = int(flow_fit_steps), float(flow_learning_rate)
         self._update = None
         self._site = None
+        self._backbone_params = None
 
     # --- model inspection ---------------------------------------------------------
     def _inspect(self, key, args, kwargs):
@@ -202,12 +221,20 @@ class EBMTrainer:
             raise ValueError(f"the data have {bad.size} rows with NaN or infinite values (rows {bad[:5].tolist()})")
         return sites[0]["name"], params, data
 
-    def _potential(self, name, params, args, kwargs) -> Potential:
+    def _potential(self, name, params, args, kwargs, flow_params=None) -> Potential:
         substituted = handlers.substitute(handlers.seed(self.model, 0), data=params)
-        return _base_fn(handlers.trace(substituted).get_trace(*args, **kwargs)[name]["fn"])
+        potential = _base_fn(handlers.trace(substituted).get_trace(*args, **kwargs)[name]["fn"])
+        if self.method != "neutra":
+            return potential
+        flow_params = self._backbone_params if flow_params is None else flow_params
+        flow = eqx.combine(flow_params, self._flow_static)
+        return Potential(potential.energy, event_shape=potential.event_shape, base=flow)
 
     def potential(self, params, *args, **kwargs) -> Potential:
         """The model's ``Potential`` (one point's density) with the energy's parameters ``params``.
+
+        With ``method="neutra"`` it is the flow-backbone ``Potential(energy,
+        base=flow)``, the flow as fitted to the data.
 
         Args:
             params: e.g. ``result.params`` or ``state.ebm_params``.
@@ -233,6 +260,14 @@ class EBMTrainer:
         flow = factory if isinstance(factory, eqx.Module) else factory(flow_key, dim)
         check_flow(flow, dim)
         flow_params, flow_static = partition_flow(flow)
+        if self.method == "neutra":  # the backbone: maximum likelihood on the data, then frozen
+            fit_key, pool_key = jax.random.split(pool_key)
+            flow_params, _ = fit_flow(
+                fit_key, jax.tree.map(lambda leaf: leaf[None], flow_params), flow_static, data,
+                num_steps=self.flow_fit_steps, batch_size=self.batch_size, learning_rate=self.flow_learning_rate,
+            )
+            flow = eqx.combine(flow_params, flow_static)
+            self._backbone_params = flow_params
         pool, _ = flow.sample_and_log_prob(pool_key, (self.pool_size,))
         self._build(name, data, flow_static, args, kwargs)
         return TrainState(
@@ -256,6 +291,7 @@ class EBMTrainer:
         if self._update is None:
             raise RuntimeError("call init (or run) before update")
         new, stats = self._update(state)
+        self._backbone_params = state.flow_params  # "neutra": the frozen flow of the state (resumed or not)
         if not bool(stats["finite"]):
             self._failures += 1
             warnings.warn(f"EBMTrainer: non-finite loss or gradient at step {int(state.step)}; update skipped")
@@ -331,6 +367,9 @@ class EBMTrainer:
         def log_density(params, x):
             return trainer._potential(name, params, args, kwargs).log_prob(x)
 
+        def energy_one(params, x):
+            return energy_fn(params, x[None])[0]
+
         def update(state: TrainState):
             key, data_key, index_key, chain_key, noise_key = jax.random.split(state.rng_key, 5)
             batch = data[jax.random.randint(data_key, (trainer.batch_size,), 0, data.shape[0])]
@@ -338,9 +377,15 @@ class EBMTrainer:
             start = state.pool[index]
             if trainer.method == "short-run":
                 start = jax.random.normal(noise_key, start.shape, start.dtype)
-            negatives, step_size, global_acc, local_acc = trainer._advance(
-                chain_key, state, start, lambda x: log_density(state.ebm_params, x), flow_static
-            )
+            if trainer.method == "neutra":
+                negatives, step_size, local_acc = trainer._advance_latent(
+                    chain_key, state, lambda x: energy_one(state.ebm_params, x), flow_static
+                )
+                global_acc = jnp.zeros(())
+            else:
+                negatives, step_size, global_acc, local_acc = trainer._advance(
+                    chain_key, state, start, lambda x: log_density(state.ebm_params, x), flow_static
+                )
             negatives = jax.lax.stop_gradient(negatives)
 
             def loss_fn(params):
@@ -394,6 +439,29 @@ class EBMTrainer:
             return new, stats
 
         self._update = jax.jit(update)
+
+    def _advance_latent(self, key, state: TrainState, energy, flow_static):
+        """NT-EBM negatives: MALA on ``log ρ(z) - E(g(z))`` from base draws, mapped by the flow ``g``."""
+        flow = eqx.combine(state.flow_params, flow_static)
+
+        def latent(z):
+            return flow.base_dist.log_prob(z) - energy(flow.bijection.transform(z))
+
+        value_and_grad = jax.vmap(jax.value_and_grad(latent))
+        start_key, key = jax.random.split(key)
+        z = jax.random.normal(start_key, (self.batch_size,) + flow.shape)
+        step_size = jnp.zeros(self.batch_size) + state.step_size
+
+        def local(w, local_step_key):
+            w, info = hmc_step(local_step_key, w, value_and_grad, step_size, 1)
+            return w, info.accept_prob.mean()
+
+        walkers, accepts = jax.lax.scan(
+            local, LocalState(z, *value_and_grad(z)), jax.random.split(key, self.num_local_steps)
+        )
+        # Robbins-Monro on log(step size) toward the target acceptance
+        new_step_size = state.step_size * jnp.exp(0.1 * (accepts.mean() - self.target_accept_prob))
+        return jax.vmap(flow.bijection.transform)(walkers.position), new_step_size, accepts.mean()
 
     def _advance(self, key, state: TrainState, start, logdensity, flow_static):
         """Move the chains: rounds of an i-SIR move ("flow" only) and MALA moves."""

@@ -32,6 +32,7 @@ __all__ = [
     "Whitening",
     "as_flow_module",
     "check_flow",
+    "base_log_prob",
     "base_maps",
     "default_flow",
     "fit_diagonal_whitening",
@@ -216,6 +217,17 @@ def base_maps(flow: nn.Module):
 
         return forward, lambda x: flow().transform(x)
     raise ValueError(f"flow returned a {type(distribution).__name__}, not a transformed distribution")
+
+
+def base_log_prob(flow: nn.Module, z: torch.Tensor) -> torch.Tensor:
+    """The log density ``log ρ(z)`` of the flow's base (latent) distribution."""
+    distribution = flow()
+    if hasattr(distribution, "_base_log_prob"):  # ebmppl's flows: a standard normal
+        return distribution._base_log_prob(z)
+    base = getattr(distribution, "base_dist", None) or getattr(distribution, "base", None)
+    if base is None:
+        raise ValueError(f"flow returned a {type(distribution).__name__}, which has no base distribution")
+    return base.log_prob(z)
 
 
 class _TransformedFlow(nn.Module):

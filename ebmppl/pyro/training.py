@@ -14,7 +14,11 @@ go back to the pool; step the energy's parameters along
 (forward KL on the negatives). The paper's baselines use the same local
 kernel without the flow: ``method="ula"`` keeps persistent chains moved by
 MALA alone, and ``"short-run"`` starts the chains from standard normal noise
-at every step. Randomness comes from torch's generator (``pyro.set_rng_seed``).
+at every step. ``method="neutra"`` is the NT-EBM of Nijkamp et al. (2020):
+the flow is first fitted to the data by maximum likelihood and then frozen as
+the model's backbone, ``p(x) ∝ exp(-E(x)) q(x)``; the negatives come from
+``num_local_steps`` (128) MALA steps in the flow's latent space, where the log
+density is ``log ρ(z) - E(g(z))``, started at flow draws. Randomness comes from torch's generator (``pyro.set_rng_seed``).
 
 Example:
     >>> import torch, pyro, pyro.distributions as dist
@@ -47,10 +51,14 @@ import pyro
 import torch
 from pyro import poutine
 
+from ebmppl._shared import method_defaults
 from ebmppl.pyro.flows import (
     as_flow_module,
+    base_log_prob,
+    base_maps,
     check_flow,
     default_flow,
+    fit_flow,
     identity_whitening,
     proposal_log_prob,
     proposal_sample_and_log_prob,
@@ -62,7 +70,7 @@ from ebmppl.pyro.potential import Potential
 
 __all__ = ["EBMTrainer"]
 
-METHODS = ("flow", "ula", "short-run")
+METHODS = ("flow", "ula", "short-run", "neutra")
 CHECKPOINT_FORMAT = "ebmppl-pyro-train-state-v1"
 
 
@@ -76,15 +84,20 @@ class EBMTrainer:
             a factory ``dim -> flow``, or a flow with an exact inverse.
         optim: a Pyro optimizer (``pyro.optim.Adam({...})``...); the energy and
             the flow each get a torch optimizer of its kind and arguments.
-        method: ``"flow"``, ``"ula"`` or ``"short-run"``.
+        method: ``"flow"``, ``"ula"``, ``"short-run"`` or ``"neutra"``. With
+            ``"neutra"`` the fitted flow takes the place of the Potential's
+            ``base``: the trained density is ``exp(-energy(x)) q(x)``, and
+            :attr:`potential` is the flow-backbone ``Potential``.
         batch_size: data points and negatives per step.
-        pool_size: persistent chains.
+        pool_size: persistent chains (``"neutra"``: the latest negatives).
         num_rounds: rounds per step, each an i-SIR move (``"flow"`` only) and
-            ``num_local_steps`` MALA moves.
-        num_local_steps: MALA steps per round.
+            ``num_local_steps`` MALA moves (``"neutra"``: one round).
+        num_local_steps: MALA steps per round; ``None`` for 25, or 128 with
+            ``"neutra"``.
         num_particles: i-SIR candidates per chain.
         step_size: initial MALA step size, adapted toward ``target_accept_prob``.
-        target_accept_prob: MALA acceptance aimed at.
+        target_accept_prob: MALA acceptance aimed at; ``None`` for 0.65, or
+            0.75 with ``"neutra"``.
         energy_penalty: ``c`` of the ``c · mean(E(x+)² + E(x-)²)`` penalty.
         max_grad_norm: gradients are clipped to this global norm.
         max_failures: consecutive non-finite steps tolerated before an error.
@@ -94,6 +107,10 @@ class EBMTrainer:
             moving average ``a <- decay·a + (1-decay)·θ`` of the parameters,
             which damps the swings of a stochastic optimizer; use it with
             :meth:`averaged_params`. The chains always follow the current iterate.
+        flow_fit_steps: ``"neutra"`` only: Adam steps (learning rate
+            ``flow_learning_rate``, minibatches of ``batch_size``) of the
+            maximum-likelihood fit of the flow to the data at set-up.
+        flow_learning_rate: see ``flow_fit_steps``.
     """
 
     def __init__(
@@ -106,16 +123,19 @@ class EBMTrainer:
         batch_size: int = 256,
         pool_size: int = 8192,
         num_rounds: int = 4,
-        num_local_steps: int = 25,
+        num_local_steps: int | None = None,
         num_particles: int = 64,
         step_size: float = 0.05,
-        target_accept_prob: float = 0.65,
+        target_accept_prob: float | None = None,
         energy_penalty: float = 0.0,
         max_grad_norm: float = 10.0,
         max_failures: int = 10,
         mode_centres=None,
         ema_decay: float | None = None,
+        flow_fit_steps: int = 2000,
+        flow_learning_rate: float = 3e-3,
     ):
+        num_local_steps, target_accept_prob = method_defaults(method, num_local_steps, target_accept_prob)
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if ema_decay is not None and not 0.0 <= ema_decay < 1.0:
@@ -132,6 +152,7 @@ class EBMTrainer:
         self.max_failures = max_failures
         self.mode_centres = None if mode_centres is None else torch.as_tensor(mode_centres, dtype=torch.float32)
         self.ema_decay = ema_decay
+        self.flow_fit_steps, self.flow_learning_rate = int(flow_fit_steps), float(flow_learning_rate)
         self.num_steps = 0
         self.history: dict[str, list] = {}
         self._ready = False
@@ -170,6 +191,11 @@ class EBMTrainer:
         self.ema_params = [p.detach().clone() for p in self.params]
         self.ebm_optimizer = self._make_optimizer(self.params)
         self.flow_optimizer = self._make_optimizer([p for p in self.flow.parameters() if p.requires_grad])
+        if self.method == "neutra":  # the backbone: maximum likelihood on the data, then frozen
+            fit_flow([self.flow], data, num_steps=self.flow_fit_steps, batch_size=self.batch_size,
+                     learning_rate=self.flow_learning_rate)
+            self.potential = Potential(self.potential.energy, event_shape=tuple(self.potential.event_shape),
+                                       base=self.flow)
         with torch.no_grad():
             self.pool = self.flow().sample((self.pool_size,))
         self.current_step_size = self.step_size
@@ -208,7 +234,10 @@ class EBMTrainer:
         start = self.pool[index]
         if self.method == "short-run":
             start = torch.randn_like(start)
-        negatives, global_acc, local_acc = self._advance(start)
+        if self.method == "neutra":
+            negatives, global_acc, local_acc = self._advance_latent()
+        else:
+            negatives, global_acc, local_acc = self._advance(start)
 
         energy = self.potential.energy
         e_data, e_neg = energy(batch), energy(negatives)
@@ -258,6 +287,29 @@ class EBMTrainer:
         for name, value in stats.items():
             self.history[name].append(value)
         return stats["loss"], stats
+
+    def _advance_latent(self):
+        """NT-EBM negatives: MALA on ``log ρ(z) - E(g(z))`` from base draws, mapped by the flow ``g``."""
+        forward, _ = base_maps(self.flow)
+        energy = self.potential.energy
+
+        def latent(z):
+            return base_log_prob(self.flow, z) - energy(forward(z)[0])
+
+        value_and_grad = with_grad(latent)
+        z = torch.randn(self.batch_size, self.data.shape[-1], dtype=self.data.dtype, device=self.data.device)
+        walkers = LocalState(z, *value_and_grad(z))
+        step_size = torch.full_like(walkers.logdensity, self.current_step_size)
+        accepts = []
+        for _ in range(self.num_local_steps):
+            walkers, info = hmc_step(walkers, value_and_grad, step_size, 1)
+            accepts.append(float(info.accept_prob.mean()))
+        accept = sum(accepts) / max(len(accepts), 1)
+        # Robbins-Monro on log(step size) toward the target acceptance
+        self.current_step_size *= math.exp(0.1 * (accept - self.target_accept_prob))
+        with torch.no_grad():
+            negatives = forward(walkers.position)[0]
+        return negatives.detach(), 0.0, accept
 
     def _advance(self, start: torch.Tensor):
         """Move the chains: rounds of an i-SIR move ("flow" only) and MALA moves."""

@@ -59,6 +59,26 @@ def test_flow_training_keeps_the_heavy_mode_weight(method, should_pass):
         assert result.history["global_accept_prob"][-100:].mean() > 0.5
 
 
+def test_neutra_training_fits_the_backbone_then_the_energy():
+    # NT-EBM: the flow is fitted to the data first and frozen; the model is exp(-E) q.
+    trainer = make_trainer("neutra", flow_fit_steps=600, num_local_steps=16)
+    assert (trainer.num_local_steps, trainer.target_accept_prob) == (16, 0.75)
+    state = trainer.init(jax.random.key(0), DATA)
+    fitted = trainer.flow(state).sample(jax.random.key(1), (20_000,))
+    assert abs(float(np.mean(TARGET.assign(np.asarray(fitted)) == 1)) - 2 / 3) < 0.05
+    potential = trainer.potential(state.ebm_params, DATA)
+    x = DATA[:100]
+    expected = -potential.energy(x) + trainer.flow(state).log_prob(x)
+    np.testing.assert_allclose(np.asarray(potential.log_prob(x)), np.asarray(expected), rtol=1e-6, atol=1e-6)
+    result = trainer.run(jax.random.key(0), 100, DATA, progress_bar=False)
+    for a, b in zip(jax.tree.leaves(state.flow_params), jax.tree.leaves(result.state.flow_params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # the backbone stays frozen
+    assert np.isfinite(result.history["loss"]).all()
+    assert 0.6 < result.history["local_accept_prob"][-50:].mean() < 0.9  # adapted toward 0.75
+    assert abs(ebm_weights(trainer, result.params)[1] - 2 / 3) < 0.05
+    assert EBMTrainer(make_model(), optim=optax.adam(1e-3), method="neutra").num_local_steps == 128
+
+
 def test_moving_average_of_the_parameters():
     trainer = make_trainer("flow", ema_decay=0.5)
     states = [trainer.init(jax.random.key(3), DATA)]
@@ -76,11 +96,13 @@ def test_moving_average_of_the_parameters():
         make_trainer("flow", ema_decay=1.0)
 
 
-def test_resumed_run_equals_uninterrupted_run(tmp_path):
-    trainer = make_trainer("flow", ema_decay=0.9)
+@pytest.mark.parametrize("method", ["flow", "neutra"])
+def test_resumed_run_equals_uninterrupted_run(tmp_path, method):
+    options = dict(flow_fit_steps=100, num_local_steps=8) if method == "neutra" else {}
+    trainer = make_trainer(method, ema_decay=0.9, **options)
     straight = trainer.run(jax.random.key(1), 30, DATA, progress_bar=False).state
     first = trainer.run(jax.random.key(1), 15, DATA, progress_bar=False, checkpoint=tmp_path / "ckpt.npz")
-    fresh = make_trainer("flow", ema_decay=0.9)  # a new process would build a new trainer
+    fresh = make_trainer(method, ema_decay=0.9, **options)  # a new process would build a new trainer
     like = fresh.init(jax.random.key(99), DATA)
     resumed_state = load_checkpoint(tmp_path / "ckpt.npz", like)
     assert int(resumed_state.step) == 15

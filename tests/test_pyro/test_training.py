@@ -66,6 +66,29 @@ def test_flow_training_keeps_the_heavy_mode_weight(method, should_pass):
         assert np.mean(trainer.history["global_accept_prob"][-100:]) > 0.5
 
 
+def test_neutra_training_fits_the_backbone_then_the_energy():
+    # NT-EBM: the flow is fitted to the data first and frozen; the model is exp(-E) q.
+    trainer = make_trainer("neutra", flow_fit_steps=600, num_local_steps=16)
+    assert (trainer.num_local_steps, trainer.target_accept_prob) == (16, 0.75)
+    trainer.init(DATA)
+    with torch.no_grad():
+        fitted = trainer.flow().sample((20_000,))
+    assert abs(float(np.mean(TARGET.assign(fitted.numpy()) == 1)) - 2 / 3) < 0.05
+    x = DATA[:100]
+    with torch.no_grad():
+        expected = -trainer.potential.energy(x) + trainer.flow().log_prob(x)
+        torch.testing.assert_close(trainer.potential.log_prob(x), expected, rtol=1e-6, atol=1e-6)
+    before = [p.clone() for p in trainer.flow.parameters()]
+    for _ in range(100):
+        trainer.step(DATA)
+    for a, b in zip(before, trainer.flow.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)  # the backbone stays frozen
+    assert np.isfinite(trainer.history["loss"]).all()
+    assert 0.6 < np.mean(trainer.history["local_accept_prob"][-50:]) < 0.9  # adapted toward 0.75
+    assert abs(ebm_weights(trainer)[1] - 2 / 3) < 0.05
+    assert EBMTrainer(make_model(), optim=pyro.optim.Adam({"lr": 1e-3}), method="neutra").num_local_steps == 128
+
+
 def test_moving_average_of_the_parameters():
     trainer = make_trainer("flow", ema_decay=0.5)
     trainer.step(DATA)  # sets up; the average starts at the initial parameters
@@ -85,15 +108,17 @@ def test_moving_average_of_the_parameters():
         make_trainer("flow", ema_decay=1.0)
 
 
-def test_resumed_run_equals_uninterrupted_run(tmp_path):
-    straight = make_trainer("flow", ema_decay=0.9)
+@pytest.mark.parametrize("method", ["flow", "neutra"])
+def test_resumed_run_equals_uninterrupted_run(tmp_path, method):
+    options = dict(flow_fit_steps=100, num_local_steps=8) if method == "neutra" else {}
+    straight = make_trainer(method, ema_decay=0.9, **options)
     for _ in range(30):
         straight.step(DATA)
-    first = make_trainer("flow", ema_decay=0.9)
+    first = make_trainer(method, ema_decay=0.9, **options)
     for _ in range(15):
         first.step(DATA)
     first.save(tmp_path / "ckpt.pt")
-    resumed = make_trainer("flow", seed=99, ema_decay=0.9)  # a new process would build a new trainer
+    resumed = make_trainer(method, seed=99, ema_decay=0.9, **options)  # a new process would build a new trainer
     resumed.load(tmp_path / "ckpt.pt", DATA)
     assert resumed.num_steps == 15
     for _ in range(15):

@@ -1,0 +1,262 @@
+"""NeuTraHMC: exact identities of the transport, moments on known targets, its limits, bad input."""
+
+import math
+
+import arviz as az
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+from flowjax.distributions import StandardNormal
+from flowjax.flows import block_neural_autoregressive_flow
+from numpyro.infer import MCMC
+
+from ebmppl.datasets import bimodal_pair
+from ebmppl.diagnostics import mode_weight_zscores, to_arviz
+from ebmppl.numpyro import NeuTraHMC, Potential
+from ebmppl.numpyro.flows import fit_diagonal_whitening, fit_whitening, identity_whitening, neutra_flow, partition_flow
+from ebmppl.numpyro.kernels import neutra_core
+from ebmppl.numpyro.kernels.neutra_core import Transport
+from .npy_util import draws, run_flow_mcmc
+
+
+
+def run_neutra(seed=0, *, num_chains=8, num_warmup=500, num_samples=500, init_params=None, **kernel_kwargs):
+    """Run NeuTraHMC under NumPyro's MCMC (vectorized chains); returns the MCMC object."""
+    mcmc = MCMC(NeuTraHMC(**kernel_kwargs), num_warmup=num_warmup, num_samples=num_samples,
+                num_chains=num_chains, chain_method="vectorized", progress_bar=False)
+    mcmc.run(jax.random.key(seed), init_params=init_params)
+    return mcmc
+
+
+def short_schedule(num_warmup, fit_steps):
+    return NeuTraHMC.default_schedule(num_warmup).replace(fit_steps=fit_steps)
+
+
+def mcse_z(values, truth):
+    """(mean - truth) / MCSE of the mean, values of shape (chains, draws)."""
+    return (values.mean() - truth) / float(az.mcse(np.asarray(values), method="mean"))
+
+
+def perturbed_neutra_flow(dim, seed=0, scale=0.1):
+    """neutra_flow starts as the identity map: move every trainable array off its initial value."""
+    params, static = partition_flow(neutra_flow(jax.random.key(seed), dim))
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(seed + 100), len(leaves))
+    leaves = [leaf + scale * jax.random.normal(k, leaf.shape, leaf.dtype) for leaf, k in zip(leaves, keys)]
+    return eqx.combine(jax.tree.unflatten(treedef, leaves), static)
+
+
+def quartic_energy(x):
+    return 0.25 * jnp.sum(x**4, -1) + 0.5 * x[..., 0] * x[..., 1]
+
+
+def std_normal_logpdf(z):
+    return -0.5 * jnp.sum(z**2, -1) - 0.5 * z.shape[-1] * math.log(2 * math.pi)
+
+
+@pytest.fixture
+def float64():
+    with jax.enable_x64(True):
+        yield
+
+
+# --- 1. exact identities --------------------------------------------------------------------
+
+
+def test_neutra_flow_inverse_of_forward_is_identity(float64):
+    flow = perturbed_neutra_flow(3)
+    z = 1.5 * jax.random.normal(jax.random.key(1), (32, 3))
+    x = jax.vmap(flow.bijection.transform)(z)
+    assert float(jnp.abs(x - z).max()) > 0.1  # not the identity
+    np.testing.assert_allclose(jax.vmap(flow.bijection.inverse)(x), z, atol=1e-10)
+
+
+def test_backbone_potential_is_the_energy_tilting_the_flow(float64):
+    flow = perturbed_neutra_flow(3)
+    potential = Potential(quartic_energy, event_shape=(3,), base=flow)
+    assert potential.backbone is flow
+    x = jax.random.normal(jax.random.key(2), (16, 3))
+    np.testing.assert_allclose(potential.log_prob(x), -quartic_energy(x) + flow.log_prob(x), atol=1e-10)
+
+
+def test_backbone_latent_logdensity_is_base_minus_energy(float64):
+    """In the backbone's latent space: log ρ(z) - E(g(z)), the flow's density cancels exactly."""
+    flow = perturbed_neutra_flow(3)
+    potential = Potential(quartic_energy, event_shape=(3,), base=flow)
+    params, static = partition_flow(flow)
+    fn = neutra_core.latent_logdensity(potential.log_prob, Transport(params, identity_whitening(3)), static)
+    z = 1.5 * jax.random.normal(jax.random.key(3), (16, 3))
+    value, (x, _) = jax.vmap(fn)(z)
+    g = jax.vmap(flow.bijection.transform)(z)
+    np.testing.assert_allclose(x, g, atol=1e-12)
+    np.testing.assert_allclose(value, std_normal_logpdf(z) - quartic_energy(g), atol=1e-8)
+
+
+@pytest.mark.parametrize("fit_whitening_fn", [fit_diagonal_whitening, fit_whitening], ids=["diagonal", "pca"])
+def test_latent_logdensity_is_target_plus_log_det_jacobian(float64, fit_whitening_fn):
+    points = jax.random.normal(jax.random.key(4), (200, 3)) @ jnp.array(
+        [[2.0, 0.0, 0.0], [1.0, 0.5, 0.0], [0.0, 0.3, 3.0]]) + jnp.array([1.0, -2.0, 0.5])
+    whitening = fit_whitening_fn(points)
+    assert float(whitening.log_det) > 0.5  # not the identity
+    flow = perturbed_neutra_flow(3, seed=5)
+    params, static = partition_flow(flow)
+
+    def logdensity(x):
+        return -quartic_energy(x)
+
+    fn = neutra_core.latent_logdensity(logdensity, Transport(params, whitening), static)
+    z = jax.random.normal(jax.random.key(6), (16, 3))
+    value, (x, x_value) = jax.vmap(fn)(z)
+    jacobians = jax.vmap(jax.jacfwd(lambda zi: fn(zi)[1][0]))(z)
+    _, log_det = jnp.linalg.slogdet(jacobians)
+    np.testing.assert_allclose(x_value, logdensity(x), atol=1e-10)
+    np.testing.assert_allclose(value, logdensity(x) + log_det, atol=1e-8)
+
+
+def test_kernel_samples_a_backbone_in_its_flow_latent_space():
+    """The kernel finds the backbone of the only latent site and uses it, unfitted, as its transport."""
+    flow = perturbed_neutra_flow(3)
+
+    def model():
+        numpyro.sample("x", Potential(quartic_energy, event_shape=(3,), base=flow))
+
+    mcmc = run_neutra(model=model, num_chains=4, num_warmup=5, num_samples=5)
+    state = mcmc.last_state.core
+    for used, given in zip(jax.tree.leaves(state.transport.params), jax.tree.leaves(partition_flow(flow)[0])):
+        np.testing.assert_array_equal(used, given)
+    np.testing.assert_array_equal(state.transport.whitening.matrix, jnp.eye(3))
+    np.testing.assert_array_equal(state.transport.whitening.loc, jnp.zeros(3))
+    assert float(jnp.abs(state.latent - state.position).max()) > 1e-2  # latent space is not data space
+    np.testing.assert_allclose(jax.vmap(flow.bijection.transform)(state.latent), state.position,
+                               rtol=1e-4, atol=1e-4)
+    assert draws(mcmc, "x").shape == (4, 5, 3)
+
+
+# --- 2, 3. moments on known targets ------------------------------------------------------------
+
+
+def test_funnel_moments():
+    """Neal's funnel in 10-D (v ~ N(0, 3), x_i | v ~ N(0, exp(v/2))), default settings."""
+    def model():
+        v = numpyro.sample("v", dist.Normal(0.0, 3.0))
+        numpyro.sample("x", dist.Normal(0.0, jnp.exp(v / 2)).expand([9]).to_event(1))
+
+    v = draws(run_neutra(0, model=model, num_chains=8, num_warmup=1000, num_samples=1000), "v")
+    checks = {
+        "mean": v.mean() / float(az.mcse(v, method="mean")),
+        "sd": (v.std() - 3.0) / float(az.mcse(v, method="sd")),
+        "rhat": float(az.rhat(v)),
+    }
+    assert abs(checks["mean"]) < 3 and abs(checks["sd"]) < 3 and checks["rhat"] <= 1.01, checks
+
+
+SIGMA1, BEND = 3.0, 0.1  # banana: x1 ~ N(0, SIGMA1²), x2 = y + BEND (x1² - SIGMA1²), y ~ N(0, 1)
+
+
+def banana_potential(x):
+    return 0.5 * (x[0] / SIGMA1) ** 2 + 0.5 * (x[1] - BEND * (x[0] ** 2 - SIGMA1**2)) ** 2
+
+
+def test_banana_moments():
+    """Means and variances in closed form: Var x2 = 1 + 2 BEND² SIGMA1⁴."""
+    init = jax.random.normal(jax.random.key(1), (16, 2))
+    x = draws(run_neutra(0, potential_fn=banana_potential, init_params=init, num_chains=16,
+                         schedule=short_schedule(500, 500)))
+    checks = {
+        "mean1": mcse_z(x[..., 0], 0.0), "mean2": mcse_z(x[..., 1], 0.0),
+        "var1": mcse_z(x[..., 0] ** 2, SIGMA1**2), "var2": mcse_z(x[..., 1] ** 2, 1 + 2 * BEND**2 * SIGMA1**4),
+    }
+    assert all(abs(z) < 3 for z in checks.values()), checks
+
+
+# --- 4. the documented limitation ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kernel, should_pass", [("neutra", False), ("flow_mcmc", True)],
+                         ids=["neutra-stuck-control", "flow-mcmc"])
+def test_mode_weights_all_chains_start_in_the_light_mode(kernel, should_pass):
+    """The documented limitation of neural transport: a flow fitted while the chains sit in
+    one mode does not place the other, so NeuTraHMC's chains do not move between the modes
+    and the weights come out wrong; FlowMCMC's global moves recover them from the same starts."""
+    target = bimodal_pair(heavy=0.9, offset=2.5, scale=0.5)
+    init = jnp.asarray(target.means[1]) + 0.5 * jax.random.normal(jax.random.key(1), (40, 2))
+    potential = lambda x: target.energy(x, jnp)  # noqa: E731
+    if kernel == "neutra":
+        mcmc = run_neutra(0, potential_fn=potential, init_params=init, num_chains=40,
+                          schedule=short_schedule(500, 300))
+    else:
+        mcmc = run_flow_mcmc(0, potential_fn=potential, init_params=init)
+    z = mode_weight_zscores(target.assign(draws(mcmc)), target.weights)
+    assert bool(np.all(np.abs(z) <= 4)) == should_pass, z
+
+
+# --- 5. bad input ---------------------------------------------------------------------------
+
+
+def test_flow_with_no_exact_inverse_is_refused():
+    bnaf = block_neural_autoregressive_flow(jax.random.key(0), base_dist=StandardNormal((2,)))
+    with pytest.raises(ValueError, match="no exact inverse"):
+        run_neutra(potential_fn=lambda x: jnp.sum(x**2), flow=bnaf, num_chains=4,
+                   init_params=jnp.zeros((4, 2)))
+
+
+def test_energy_nan_everywhere_fails_at_initialisation():
+    with pytest.raises(ValueError, match="NaN or infinite at every initial point"):
+        run_neutra(potential_fn=lambda x: jnp.nan * jnp.sum(x), num_chains=4, init_params=jnp.zeros((4, 2)))
+
+    def model():
+        numpyro.sample("x", Potential(lambda x: jnp.nan * jnp.sum(x, -1), event_shape=(2,)))
+
+    with pytest.raises(ValueError, match="not finite at any initial point"):
+        run_neutra(model=model, num_chains=4)
+
+
+def test_nan_region_is_rejected_and_counted():
+    def potential(x):  # a standard normal, undefined where x[0] > 2
+        return jnp.where(x[0] > 2.0, jnp.nan, 0.5 * jnp.sum(x**2))
+
+    init = jax.random.normal(jax.random.key(1), (8, 2)).clip(-1.0, 1.0)
+    mcmc = run_neutra(potential_fn=potential, init_params=init, num_chains=8, num_warmup=200, num_samples=200,
+                      schedule=short_schedule(200, 100))
+    x = draws(mcmc)
+    assert np.isfinite(x).all() and x[..., 0].max() <= 2.0
+    assert np.isfinite(np.asarray(mcmc.get_extra_fields()["potential_energy"])).all()
+    assert int(mcmc.last_state.core.num_nonfinite.sum()) > 0
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(model=lambda: None, fit="sideways"), "fit must be 'forward' or 'reverse'"),
+    (dict(model=lambda: None, potential_fn=lambda x: jnp.sum(x**2)), "exactly one of `model` and `potential_fn`"),
+], ids=["unknown-fit", "model-and-potential_fn"])
+def test_bad_options_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        NeuTraHMC(**kwargs)
+
+
+def test_single_chain_is_refused():
+    mcmc = MCMC(NeuTraHMC(potential_fn=lambda x: jnp.sum(x**2)), num_warmup=10, num_samples=10,
+                num_chains=1, chain_method="vectorized", progress_bar=False)
+    with pytest.raises(ValueError, match="ensemble kernel"):
+        mcmc.run(jax.random.key(0), init_params=jnp.zeros((1, 2)))
+
+
+# --- 6. ArviZ -------------------------------------------------------------------------------
+
+
+def test_arviz_sample_stats_and_constrained_posterior():
+    def model():
+        numpyro.sample("scale", dist.LogNormal(0.0, 0.5))
+        numpyro.sample("loc", dist.Normal(1.0, 2.0).expand([2]).to_event(1))
+
+    mcmc = run_neutra(0, model=model, num_chains=4, num_warmup=100, num_samples=50,
+                      schedule=short_schedule(100, 50))
+    data = to_arviz(mcmc)
+    for name in ("acceptance_rate", "lp", "diverging", "step_size", "n_steps"):
+        assert data["sample_stats"][name].shape == (4, 50), name
+    scale = np.asarray(data["posterior"]["scale"])
+    assert scale.shape == (4, 50) and scale.min() > 0  # reported in the constrained space
+    assert np.asarray(data["posterior"]["loc"]).shape == (4, 50, 2)

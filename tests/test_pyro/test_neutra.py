@@ -1,0 +1,274 @@
+"""NeuTraHMC (Pyro): exact identities of the transport, moments on known targets, its limits, bad input."""
+
+import math
+
+import arviz as az
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import pyro.distributions.transforms as T
+import pytest
+import torch
+import zuko
+from pyro.infer import MCMC
+
+from ebmppl.datasets import bimodal_pair
+from ebmppl.diagnostics import mode_weight_zscores, to_arviz
+from ebmppl.pyro import NeuTraHMC, Potential
+from ebmppl.pyro.flows import base_maps, fit_diagonal_whitening, fit_whitening, identity_whitening, neutra_flow
+from ebmppl.pyro.kernels import neutra_core
+from ebmppl.pyro.kernels.neutra_core import Transport
+from .pyro_util import draws, run_flow_mcmc, stats
+
+
+def run_neutra(seed=0, *, initial_params=None, num_warmup=500, num_samples=500, model_args=(), **kernel_kwargs):
+    """Run NeuTraHMC under Pyro's MCMC (one Pyro chain of walkers); returns the MCMC object."""
+    pyro.set_rng_seed(seed)
+    mcmc = MCMC(NeuTraHMC(**kernel_kwargs), num_samples=num_samples, warmup_steps=num_warmup,
+                initial_params=initial_params, disable_progbar=True)
+    mcmc.run(*model_args)
+    return mcmc
+
+
+def short_schedule(num_warmup, fit_steps):
+    return NeuTraHMC.default_schedule(num_warmup).replace(fit_steps=fit_steps)
+
+
+def mcse_z(values, truth):
+    """(mean - truth) / MCSE of the mean, values of shape (walkers, draws)."""
+    return (values.mean() - truth) / float(az.mcse(np.asarray(values), method="mean"))
+
+
+def perturbed_neutra_flow(dim, seed=0, scale=0.1):
+    """neutra_flow starts as the identity map: move every parameter off its initial value."""
+    torch.manual_seed(seed)
+    flow = neutra_flow(dim)
+    with torch.no_grad():
+        for param in flow.parameters():
+            param.add_(scale * torch.randn_like(param))
+    return flow
+
+
+def quartic_energy(x):
+    return 0.25 * (x**4).sum(-1) + 0.5 * x[..., 0] * x[..., 1]
+
+
+def std_normal_logpdf(z):
+    return -0.5 * (z**2).sum(-1) - 0.5 * z.shape[-1] * math.log(2 * math.pi)
+
+
+@pytest.fixture
+def float64():
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+# --- 1. exact identities --------------------------------------------------------------------
+
+
+def test_neutra_flow_inverse_of_forward_is_identity(float64):
+    forward, inverse = base_maps(perturbed_neutra_flow(3))
+    torch.manual_seed(1)
+    z = 1.5 * torch.randn(32, 3)
+    x, _ = forward(z)
+    assert float((x.detach() - z).abs().max()) > 0.1  # not the identity
+    torch.testing.assert_close(inverse(x), z, atol=1e-10, rtol=0)
+
+
+def test_backbone_potential_is_the_energy_tilting_the_flow(float64):
+    flow = perturbed_neutra_flow(3)
+    potential = Potential(quartic_energy, event_shape=(3,), base=flow)
+    assert potential.backbone is flow
+    torch.manual_seed(2)
+    x = torch.randn(16, 3)
+    torch.testing.assert_close(potential.log_prob(x), -quartic_energy(x) + flow().log_prob(x), atol=1e-10, rtol=0)
+
+
+def test_backbone_latent_logdensity_is_base_minus_energy(float64):
+    """In the backbone's latent space: log ρ(z) - E(g(z)), the flow's density cancels exactly."""
+    flow = perturbed_neutra_flow(3)
+    potential = Potential(quartic_energy, event_shape=(3,), base=flow)
+    fn = neutra_core.latent_logdensity(potential.log_prob, Transport(flow, identity_whitening(3, torch.float64)))
+    torch.manual_seed(3)
+    z = 1.5 * torch.randn(16, 3)
+    value, x, _ = fn(z)
+    g, _ = base_maps(flow)[0](z)
+    torch.testing.assert_close(x, g, atol=1e-12, rtol=0)
+    torch.testing.assert_close(value, std_normal_logpdf(z) - quartic_energy(g), atol=1e-8, rtol=0)
+
+
+@pytest.mark.parametrize("fit_whitening_fn", [fit_diagonal_whitening, fit_whitening], ids=["diagonal", "pca"])
+def test_latent_logdensity_is_target_plus_log_det_jacobian(float64, fit_whitening_fn):
+    torch.manual_seed(4)
+    points = torch.randn(200, 3) @ torch.tensor(
+        [[2.0, 0.0, 0.0], [1.0, 0.5, 0.0], [0.0, 0.3, 3.0]]) + torch.tensor([1.0, -2.0, 0.5])
+    whitening = fit_whitening_fn(points)
+    assert float(whitening.log_det) > 0.5  # not the identity
+    flow = perturbed_neutra_flow(3, seed=5)
+
+    def logdensity(x):
+        return -quartic_energy(x)
+
+    fn = neutra_core.latent_logdensity(logdensity, Transport(flow, whitening))
+    torch.manual_seed(6)
+    z = torch.randn(16, 3)
+    value, x, x_value = fn(z)
+    jacobians = torch.stack([torch.autograd.functional.jacobian(lambda zi: fn(zi[None])[1][0], zi) for zi in z])
+    log_det = torch.linalg.slogdet(jacobians).logabsdet
+    torch.testing.assert_close(x_value, logdensity(x), atol=1e-10, rtol=0)
+    torch.testing.assert_close(value, logdensity(x) + log_det, atol=1e-8, rtol=0)
+
+
+def test_kernel_samples_a_backbone_in_its_flow_latent_space():
+    """The kernel finds the backbone of the only latent site and uses it, unfitted, as its transport."""
+    flow = perturbed_neutra_flow(3)
+
+    def model():
+        pyro.sample("x", Potential(quartic_energy, event_shape=(3,), base=flow))
+
+    mcmc = run_neutra(model=model, num_walkers=4, num_warmup=5, num_samples=5)
+    state = mcmc.kernel.state
+    assert state.transport.flow is flow
+    torch.testing.assert_close(state.transport.whitening.matrix, torch.eye(3), atol=0, rtol=0)
+    torch.testing.assert_close(state.transport.whitening.loc, torch.zeros(3), atol=0, rtol=0)
+    assert float((state.latent - state.position).abs().max()) > 1e-2  # latent space is not data space
+    torch.testing.assert_close(flow.from_base(state.latent)[0], state.position, rtol=1e-4, atol=1e-4)
+    assert draws(mcmc, "x").shape == (4, 5, 3)
+
+
+# --- 2, 3. moments on known targets ------------------------------------------------------------
+
+
+def test_funnel_moments():
+    """Neal's funnel in 10-D (v ~ N(0, 3), x_i | v ~ N(0, exp(v/2))), default settings."""
+    def model():
+        v = pyro.sample("v", dist.Normal(0.0, 3.0))
+        pyro.sample("x", dist.Normal(0.0, (v / 2).exp().unsqueeze(-1)).expand(v.shape + (9,)).to_event(1))
+
+    v = draws(run_neutra(0, model=model, num_walkers=8, num_warmup=1000, num_samples=1000), "v")
+    checks = {
+        "mean": v.mean() / float(az.mcse(v, method="mean")),
+        "sd": (v.std() - 3.0) / float(az.mcse(v, method="sd")),
+        "rhat": float(az.rhat(v)),
+    }
+    assert abs(checks["mean"]) < 3 and abs(checks["sd"]) < 3 and checks["rhat"] <= 1.01, checks
+
+
+SIGMA1, BEND = 3.0, 0.1  # banana: x1 ~ N(0, SIGMA1²), x2 = y + BEND (x1² - SIGMA1²), y ~ N(0, 1)
+
+
+def banana_potential(params):
+    x = params["x"]
+    return 0.5 * (x[0] / SIGMA1) ** 2 + 0.5 * (x[1] - BEND * (x[0] ** 2 - SIGMA1**2)) ** 2
+
+
+def test_banana_moments():
+    """Means and variances in closed form: Var x2 = 1 + 2 BEND² SIGMA1⁴."""
+    torch.manual_seed(1)
+    init = {"x": torch.randn(16, 2)}
+    x = draws(run_neutra(0, potential_fn=banana_potential, initial_params=init,
+                         schedule=short_schedule(500, 500)))
+    checks = {
+        "mean1": mcse_z(x[..., 0], 0.0), "mean2": mcse_z(x[..., 1], 0.0),
+        "var1": mcse_z(x[..., 0] ** 2, SIGMA1**2), "var2": mcse_z(x[..., 1] ** 2, 1 + 2 * BEND**2 * SIGMA1**4),
+    }
+    assert all(abs(z) < 3 for z in checks.values()), checks
+
+
+# --- 4. the documented limitation ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kernel, should_pass", [("neutra", False), ("flow_mcmc", True)],
+                         ids=["neutra-stuck-control", "flow-mcmc"])
+def test_mode_weights_all_chains_start_in_the_light_mode(kernel, should_pass):
+    """The documented limitation of neural transport: a flow fitted while the chains sit in
+    one mode does not place the other, so NeuTraHMC's chains do not move between the modes
+    and the weights come out wrong; FlowMCMC's global moves recover them from the same starts."""
+    target = bimodal_pair(heavy=0.9, offset=2.5, scale=0.5)
+    light = torch.as_tensor(target.means[1], dtype=torch.float32)
+    torch.manual_seed(1)
+    init = {"x": light + 0.5 * torch.randn(40, 2)}
+    potential = lambda p: target.energy(p["x"], torch)  # noqa: E731
+    if kernel == "neutra":
+        mcmc = run_neutra(0, potential_fn=potential, initial_params=init,
+                          schedule=short_schedule(500, 300))
+    else:
+        mcmc = run_flow_mcmc(0, potential_fn=potential, initial_params=init)
+    z = mode_weight_zscores(target.assign(draws(mcmc)), target.weights)
+    assert bool(np.all(np.abs(z) <= 4)) == should_pass, z
+
+
+# --- 5. bad input ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flow", [
+    zuko.flows.NAF(features=2),
+    dist.TransformedDistribution(dist.Normal(torch.zeros(2), 1.0).to_event(1), [T.block_autoregressive(2)]),
+], ids=["zuko-NAF", "pyro-BNAF"])
+def test_flow_with_no_exact_inverse_is_refused(flow):
+    with pytest.raises(ValueError, match="no exact inverse"):
+        run_neutra(potential_fn=lambda p: (p["x"] ** 2).sum(), flow=flow, initial_params={"x": torch.zeros(4, 2)})
+
+
+def test_energy_nan_everywhere_fails_at_initialisation():
+    with pytest.raises(ValueError, match="NaN or infinite at every initial point"):
+        run_neutra(potential_fn=lambda p: torch.nan * p["x"].sum(), initial_params={"x": torch.zeros(4, 2)})
+
+    def model():
+        pyro.sample("x", Potential(lambda x: torch.nan * x.sum(-1), event_shape=(2,)))
+
+    with pytest.raises(ValueError, match="not finite at any initial point"):
+        run_neutra(model=model, num_walkers=4)
+
+
+def test_nan_region_is_rejected_and_counted():
+    def potential(params):  # a standard normal, undefined where x[0] > 2
+        x = params["x"]
+        return torch.where(x[0] > 2.0, torch.nan, 0.5 * (x**2).sum())
+
+    torch.manual_seed(1)
+    init = {"x": torch.randn(8, 2).clamp(-1.0, 1.0)}
+    mcmc = run_neutra(potential_fn=potential, initial_params=init, num_warmup=200, num_samples=200,
+                      schedule=short_schedule(200, 100))
+    x = draws(mcmc)
+    assert np.isfinite(x).all() and x[..., 0].max() <= 2.0
+    assert np.isfinite(stats(mcmc)["potential_energy"]).all()
+    assert int(mcmc.kernel.state.num_nonfinite.sum()) > 0
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(model=lambda: None, fit="sideways"), "fit must be 'forward' or 'reverse'"),
+    (dict(model=lambda: None, potential_fn=lambda p: (p["x"] ** 2).sum()),
+     "exactly one of `model` and `potential_fn`"),
+], ids=["unknown-fit", "model-and-potential_fn"])
+def test_bad_options_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        NeuTraHMC(**kwargs)
+
+
+def test_single_chain_is_refused():
+    with pytest.raises(ValueError, match="num_walkers >= 2"):
+        NeuTraHMC(potential_fn=lambda p: (p["x"] ** 2).sum(), num_walkers=1)
+    with pytest.raises(ValueError, match="needs at least 2"):
+        run_neutra(potential_fn=lambda p: (p["x"] ** 2).sum(), initial_params={"x": torch.zeros(1, 2)},
+                   num_warmup=10, num_samples=10)
+
+
+# --- 6. ArviZ -------------------------------------------------------------------------------
+
+
+def test_arviz_sample_stats_and_constrained_posterior():
+    def model():
+        pyro.sample("scale", dist.LogNormal(0.0, 0.5))
+        pyro.sample("loc", dist.Normal(1.0, 2.0).expand([2]).to_event(1))
+
+    mcmc = run_neutra(0, model=model, num_walkers=4, num_warmup=100, num_samples=50,
+                      schedule=short_schedule(100, 50))
+    data = to_arviz(mcmc)
+    for name in ("acceptance_rate", "lp", "diverging", "step_size", "n_steps"):
+        assert data["sample_stats"][name].shape == (4, 50), name
+    scale = np.asarray(data["posterior"]["scale"])
+    assert scale.shape == (4, 50) and scale.min() > 0  # reported in the constrained space
+    assert np.asarray(data["posterior"]["loc"]).shape == (4, 50, 2)
