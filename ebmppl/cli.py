@@ -46,7 +46,7 @@ from ebmppl.runs import (
 
 __all__ = ["main", "main_exit"]
 
-METHODS = ("flow", "ula", "short-run")
+METHODS = ("flow", "ula", "short-run", "neutra")
 BACKENDS = ("numpyro", "pyro")
 
 
@@ -64,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--data", help=f"a .npy or .csv file (one point per row) or a built-in set: "
                                       f"{', '.join(BUILTIN_DATA)} (default {DEFAULT_DATA})")
     train.add_argument("--backend", choices=BACKENDS, help="default numpyro")
-    train.add_argument("--method", choices=METHODS, help="flow (default), ula or short-run")
+    train.add_argument("--method", choices=METHODS, help="flow (default), ula, short-run or neutra (NT-EBM: a flow backbone)")
     train.add_argument("--steps", type=int, help=f"training updates (default {DEFAULTS['steps']})")
     train.add_argument("--out", default="runs/train", help="run folder (default runs/train)")
     train.add_argument("--seed", type=int, help="random seed (default 0)")

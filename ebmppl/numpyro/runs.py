@@ -68,7 +68,7 @@ def _trainer(config: dict, data: RunData) -> EBMTrainer:
     centres = None if data.target is None else (data.target.centres - data.loc) / data.scale
     return EBMTrainer(
         model, optim=optax.adam(schedule), method=config["method"], batch_size=config["batch_size"],
-        pool_size=config["pool_size"], num_rounds=config["num_rounds"], num_local_steps=config["num_local_steps"],
+        pool_size=config["pool_size"], num_rounds=config["num_rounds"], num_local_steps=None if config["method"] == "neutra" else config["num_local_steps"],
         num_particles=config["num_particles"], ema_decay=config["ema_decay"], mode_centres=centres,
     )
 
@@ -169,7 +169,9 @@ def load_potential(run_dir: str | os.PathLike) -> Potential:
     log_z = json.loads((run_dir / "metrics.json").read_text())["log_z"]
     energy = trainer.potential(state.ema_params, z_train).energy
     loc, scale = jnp.asarray(data.loc, jnp.float32), jnp.asarray(data.scale, jnp.float32)
-    base = dist.Normal(loc, BASE_SCALE * scale).to_event(1)
+    flow = Transformed(trainer.flow(state), Affine(loc, scale))
+    # "neutra" trains a flow-backbone model, exp(-E) q; the other methods tilt a Gaussian
+    base = flow if config["method"] == "neutra" else dist.Normal(loc, BASE_SCALE * scale).to_event(1)
     dim = len(loc)
 
     def run_energy(x):  # any batch shape: the trained energy maps (n, D) to (n,)
@@ -177,7 +179,7 @@ def load_potential(run_dir: str | os.PathLike) -> Potential:
         return (energy(flat) + log_z).reshape(jnp.shape(x)[:-1])
 
     potential = Potential(run_energy, event_shape=(dim,), base=base)
-    potential.flow = Transformed(trainer.flow(state), Affine(loc, scale))
+    potential.flow = flow
     return potential
 
 

@@ -76,7 +76,7 @@ def _trainer(config: dict, data: RunData, net: nn.Module) -> EBMTrainer:
     centres = None if data.target is None else (data.target.centres - data.loc) / data.scale
     return EBMTrainer(
         model, optim=optim, method=config["method"], batch_size=config["batch_size"],
-        pool_size=config["pool_size"], num_rounds=config["num_rounds"], num_local_steps=config["num_local_steps"],
+        pool_size=config["pool_size"], num_rounds=config["num_rounds"], num_local_steps=None if config["method"] == "neutra" else config["num_local_steps"],
         num_particles=config["num_particles"], ema_decay=config["ema_decay"], mode_centres=centres,
     )
 
@@ -216,9 +216,11 @@ def load_potential(run_dir: str | os.PathLike) -> Potential:
     net.requires_grad_(False)
     flow.requires_grad_(False)
     log_z = json.loads((run_dir / "metrics.json").read_text())["log_z"]
-    base = dist.Normal(loc, BASE_SCALE * scale).to_event(1)
+    flow = _AffineFlow(flow, loc, scale)
+    # "neutra" trains a flow-backbone model, exp(-E) q; the other methods tilt a Gaussian
+    base = flow if config["method"] == "neutra" else dist.Normal(loc, BASE_SCALE * scale).to_event(1)
     potential = Potential(lambda x: net((x - loc) / scale).squeeze(-1) + log_z, event_shape=(dim,), base=base)
-    potential.flow = _AffineFlow(flow, loc, scale)
+    potential.flow = flow
     return potential
 
 

@@ -18,10 +18,10 @@ def ebmppl(*args, cwd=None, timeout=600):
                           timeout=timeout, env=ENV, cwd=cwd)
 
 
-@pytest.mark.parametrize("backend", ["numpyro", "pyro"])
-def test_train_then_sample(tmp_path, backend):
+@pytest.mark.parametrize("backend, method", [("numpyro", "flow"), ("pyro", "flow"), ("numpyro", "neutra")])
+def test_train_then_sample(tmp_path, backend, method):
     run = tmp_path / "run"
-    out = ebmppl("train", "--backend", backend, "--steps", 30, "--out", run, "--quiet")
+    out = ebmppl("train", "--backend", backend, "--method", method, "--steps", 30, "--out", run, "--quiet")
     assert out.returncode == 0, out.stderr
     assert "mode weights: model" in out.stdout and "log Z" in out.stdout
     for name in ("config.json", "metrics.json", "train.npy", "test.npy", "samples.png", "density.png",

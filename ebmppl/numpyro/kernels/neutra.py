@@ -206,7 +206,8 @@ class NeuTraHMC(MCMCKernel):
         dim = position.shape[1]
 
         flow, schedule = self._flow, self._schedule
-        backbone = self._backbone(init_key, dim, model_args, model_kwargs) if flow is None else None
+        first = jax.tree.map(lambda leaf: leaf[0], init_params)
+        backbone = self._backbone(init_key, first, dim, model_args, model_kwargs) if flow is None else None
         if backbone is not None:
             flow = backbone
             schedule = WarmupSchedule(fit_iterations=(), window=1) if schedule is None else schedule
@@ -239,11 +240,13 @@ class NeuTraHMC(MCMCKernel):
     def sample(self, state, model_args, model_kwargs):
         return self._sample_fn(state, model_args, model_kwargs)
 
-    def _backbone(self, key, dim, model_args, model_kwargs):
+    def _backbone(self, key, params, dim, model_args, model_kwargs):
         """The flow of the model's only latent site when it is a flow-backbone Potential."""
         if self._model is None:
             return None
-        trace = handlers.trace(handlers.seed(self._model, key)).get_trace(*model_args, **model_kwargs)
+        # substituted values: a Potential cannot be sampled (only the sites' distributions matter here)
+        model = handlers.substitute(handlers.seed(self._model, key), data=params)
+        trace = handlers.trace(model).get_trace(*model_args, **model_kwargs)
         latent = [site for site in trace.values() if site["type"] == "sample" and not site["is_observed"]]
         if len(latent) != 1 or not isinstance(latent[0]["fn"], Potential):
             return None
