@@ -75,3 +75,34 @@ def test_non_finite_value_gets_a_nan_density_even_with_a_validating_base():
     expected = -3.0 + base.log_prob(torch.tensor([1.0, 2.0]))
     torch.testing.assert_close(out[0], expected)
     assert torch.isnan(out[1])
+
+
+def test_flow_backbone_potential_is_sampled_by_flow_mcmc():
+    # p ∝ exp(-E) q with E = ½ x₀²/4: FlowMCMC in data space against exact draws of q reweighted by exp(-E)
+    from ebmppl.pyro.flows import neutra_flow
+    from .pyro_util import draws, run_flow_mcmc
+
+    torch.manual_seed(0)
+    flow = neutra_flow(2)
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    flow.requires_grad_(False)
+    energy = lambda x: x[..., 0] ** 2 / 8  # noqa: E731
+    potential = Potential(energy, event_shape=(2,), base=flow)
+    assert potential.backbone is flow
+
+    def model():
+        pyro.sample("x", potential)
+
+    x = draws(run_flow_mcmc(0, model=model, num_walkers=20, num_warmup=300, num_samples=300), "x")
+    with torch.no_grad():
+        exact = flow().sample((400_000,)).double()
+    weights = torch.exp(-energy(exact))
+    truth = (weights[:, None] * exact).sum(0) / weights.sum()
+    truth_se = ((weights[:, None] ** 2 * (exact - truth) ** 2).sum(0).sqrt() / weights.sum()).numpy()  # SNIS
+    truth = truth.numpy()
+    for i in range(2):
+        mcse = float(az.mcse(x[..., i], method="mean"))
+        z = (x[..., i].mean() - truth[i]) / np.hypot(mcse, truth_se[i])
+        assert abs(z) < 3, (i, x[..., i].mean(), truth[i], mcse, truth_se[i])
