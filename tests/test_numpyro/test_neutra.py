@@ -16,12 +16,11 @@ from numpyro.infer import MCMC
 
 from ebmppl.datasets import bimodal_pair
 from ebmppl.diagnostics import mode_weight_zscores, to_arviz
-from ebmppl.numpyro import NeuTraHMC, Potential
+from ebmppl.numpyro import NeuTraHMC, Potential, WarmupSchedule
 from ebmppl.numpyro.flows import fit_diagonal_whitening, fit_whitening, identity_whitening, neutra_flow, partition_flow
 from ebmppl.numpyro.kernels import neutra_core
 from ebmppl.numpyro.kernels.neutra_core import Transport
 from .npy_util import draws, run_flow_mcmc
-
 
 
 def run_neutra(seed=0, *, num_chains=8, num_warmup=500, num_samples=500, init_params=None, **kernel_kwargs):
@@ -32,7 +31,11 @@ def run_neutra(seed=0, *, num_chains=8, num_warmup=500, num_samples=500, init_pa
     return mcmc
 
 
+NO_FITS = WarmupSchedule(fit_iterations=(), window=1)
+
+
 def short_schedule(num_warmup, fit_steps):
+    """The default schedule with fewer Adam steps per fit."""
     return NeuTraHMC.default_schedule(num_warmup).replace(fit_steps=fit_steps)
 
 
@@ -118,14 +121,16 @@ def test_latent_logdensity_is_target_plus_log_det_jacobian(float64, fit_whitenin
 
 
 def test_kernel_samples_a_backbone_in_its_flow_latent_space():
-    """The kernel finds the backbone of the only latent site and uses it, unfitted, as its transport."""
+    """The kernel finds the backbone of the only latent site and uses it, never refitted, as its transport
+    (25 warm-up iterations: the default schedule would fit four times)."""
     flow = perturbed_neutra_flow(3)
 
     def model():
         numpyro.sample("x", Potential(quartic_energy, event_shape=(3,), base=flow))
 
-    mcmc = run_neutra(model=model, num_chains=4, num_warmup=5, num_samples=5)
+    mcmc = run_neutra(model=model, num_chains=4, num_warmup=25, num_samples=5)
     state = mcmc.last_state.core
+    assert int(state.adapt.num_fits) == 0
     for used, given in zip(jax.tree.leaves(state.transport.params), jax.tree.leaves(partition_flow(flow)[0])):
         np.testing.assert_array_equal(used, given)
     np.testing.assert_array_equal(state.transport.whitening.matrix, jnp.eye(3))
@@ -253,7 +258,7 @@ def test_arviz_sample_stats_and_constrained_posterior():
         numpyro.sample("loc", dist.Normal(1.0, 2.0).expand([2]).to_event(1))
 
     mcmc = run_neutra(0, model=model, num_chains=4, num_warmup=100, num_samples=50,
-                      schedule=short_schedule(100, 50))
+                      schedule=NO_FITS)
     data = to_arviz(mcmc)
     for name in ("acceptance_rate", "lp", "diverging", "step_size", "n_steps"):
         assert data["sample_stats"][name].shape == (4, 50), name

@@ -14,7 +14,7 @@ from pyro.infer import MCMC
 
 from ebmppl.datasets import bimodal_pair
 from ebmppl.diagnostics import mode_weight_zscores, to_arviz
-from ebmppl.pyro import NeuTraHMC, Potential
+from ebmppl.pyro import NeuTraHMC, Potential, WarmupSchedule
 from ebmppl.pyro.flows import base_maps, fit_diagonal_whitening, fit_whitening, identity_whitening, neutra_flow
 from ebmppl.pyro.kernels import neutra_core
 from ebmppl.pyro.kernels.neutra_core import Transport
@@ -30,7 +30,11 @@ def run_neutra(seed=0, *, initial_params=None, num_warmup=500, num_samples=500, 
     return mcmc
 
 
+NO_FITS = WarmupSchedule(fit_iterations=(), window=1)
+
+
 def short_schedule(num_warmup, fit_steps):
+    """The default schedule with fewer Adam steps per fit."""
     return NeuTraHMC.default_schedule(num_warmup).replace(fit_steps=fit_steps)
 
 
@@ -122,15 +126,20 @@ def test_latent_logdensity_is_target_plus_log_det_jacobian(float64, fit_whitenin
 
 
 def test_kernel_samples_a_backbone_in_its_flow_latent_space():
-    """The kernel finds the backbone of the only latent site and uses it, unfitted, as its transport."""
+    """The kernel finds the backbone of the only latent site and uses it, never refitted, as its transport
+    (25 warm-up iterations: the default schedule would fit four times)."""
     flow = perturbed_neutra_flow(3)
+    trainable = [p.requires_grad for p in flow.parameters()]
 
     def model():
         pyro.sample("x", Potential(quartic_energy, event_shape=(3,), base=flow))
 
-    mcmc = run_neutra(model=model, num_walkers=4, num_warmup=5, num_samples=5)
+    mcmc = run_neutra(model=model, num_walkers=4, num_warmup=25, num_samples=5)
     state = mcmc.kernel.state
-    assert state.transport.flow is flow
+    assert state.adapt.num_fits == 0
+    for name, value in flow.state_dict().items():  # the kernel's copy of the backbone, unchanged
+        torch.testing.assert_close(state.transport.flow.state_dict()[name], value, atol=0, rtol=0)
+    assert [p.requires_grad for p in flow.parameters()] == trainable  # the caller's flow is left as it was
     torch.testing.assert_close(state.transport.whitening.matrix, torch.eye(3), atol=0, rtol=0)
     torch.testing.assert_close(state.transport.whitening.loc, torch.zeros(3), atol=0, rtol=0)
     assert float((state.latent - state.position).abs().max()) > 1e-2  # latent space is not data space
@@ -265,7 +274,7 @@ def test_arviz_sample_stats_and_constrained_posterior():
         pyro.sample("loc", dist.Normal(1.0, 2.0).expand([2]).to_event(1))
 
     mcmc = run_neutra(0, model=model, num_walkers=4, num_warmup=100, num_samples=50,
-                      schedule=short_schedule(100, 50))
+                      schedule=NO_FITS)
     data = to_arviz(mcmc)
     for name in ("acceptance_rate", "lp", "diverging", "step_size", "n_steps"):
         assert data["sample_stats"][name].shape == (4, 50), name

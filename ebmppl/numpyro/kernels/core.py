@@ -27,7 +27,7 @@ from ebmppl.numpyro.kernels.isir import isir_step
 from ebmppl.numpyro.kernels.local import LocalState, hmc_step
 from ebmppl.schedule import WarmupSchedule
 
-__all__ = ["AdaptState", "Config", "CoreState", "FlowState", "Target", "init", "step"]
+__all__ = ["AdaptState", "Config", "CoreState", "FlowState", "Target", "adapt_step_size", "init", "init_adapt", "step"]
 
 _da_init, _da_update = dual_averaging()
 
@@ -150,14 +150,7 @@ def init(
     num_walkers, dim = position.shape
     logdensity, grad = target.logdensity_and_grad(position)
     zeros = jnp.zeros(num_walkers)
-    restarts = config.schedule.fresh_restarts
-    adapt = AdaptState(
-        dual_averaging=_da_start(step_size),
-        window=jnp.zeros((config.schedule.window, num_walkers, dim), position.dtype),
-        fresh_params=fresh_params,
-        num_fits=jnp.zeros((), jnp.int32),
-        fit_losses=jnp.full((restarts + 1,), jnp.nan),
-    )
+    adapt = init_adapt(position, fresh_params, config.schedule, step_size)
     flow = FlowState(flow_params, _identity(dim, position.dtype), jnp.asarray(flow_ready))
     return CoreState(
         i=jnp.zeros((), jnp.int32),
@@ -172,6 +165,38 @@ def init(
         flow=flow,
         adapt=adapt,
     )
+
+
+def init_adapt(position: jax.Array, fresh_params: Any, schedule: WarmupSchedule, step_size: float) -> AdaptState:
+    """Warm-up bookkeeping before the first iteration, for walkers at ``position`` ``(C, D)``."""
+    return AdaptState(
+        dual_averaging=_da_start(step_size),
+        window=jnp.zeros((schedule.window,) + position.shape, position.dtype),
+        fresh_params=fresh_params,
+        num_fits=jnp.zeros((), jnp.int32),
+        fit_losses=jnp.full((schedule.fresh_restarts + 1,), jnp.nan),
+    )
+
+
+def adapt_step_size(adapt: AdaptState, step_size, position, accept_prob, it, config) -> tuple:
+    """One warm-up iteration's bookkeeping: dual averaging of the step size, the window.
+
+    Args:
+        adapt: the :class:`AdaptState`.
+        step_size: shape ``(C,)``, the current step size.
+        position: shape ``(C, D)``, the walkers after iteration ``it``.
+        accept_prob: shape ``(C,)``, the acceptance probability adaptation aims at.
+        it: the iteration just done (0-based).
+        config: anything with ``target_accept_prob``, ``num_warmup`` and ``schedule``.
+
+    Returns:
+        ``(step_size, adapt)``: the averaged step size after the last warm-up iteration.
+    """
+    error = config.target_accept_prob - jnp.mean(accept_prob)
+    da = tuple(jnp.asarray(a, jnp.float32) for a in _da_update(error, adapt.dual_averaging))
+    log_step = jnp.where(it == config.num_warmup - 1, da[1], da[0])
+    window = adapt.window.at[it % config.schedule.window].set(position)
+    return jnp.full_like(step_size, jnp.exp(log_step)), adapt._replace(dual_averaging=da, window=window)
 
 
 def _identity(dim, dtype):
@@ -278,15 +303,11 @@ def step(key: jax.Array, state: CoreState, target: Target, flow_static, config: 
 def _adapt(key, state: CoreState, flow_static, config: Config) -> CoreState:
     """Warm-up only: step size, training window, scheduled flow fits."""
     it = state.i - 1  # the iteration just done
-    error = config.target_accept_prob - jnp.mean(state.local_accept_prob)
-    da = tuple(jnp.asarray(a, jnp.float32) for a in _da_update(error, state.adapt.dual_averaging))
-    last = it == config.num_warmup - 1
-    log_step = jnp.where(last, da[1], da[0])
-    step_size = jnp.full_like(state.step_size, jnp.exp(log_step))
-    schedule = config.schedule
-    window = state.adapt.window.at[it % schedule.window].set(state.position)
-    adapt = state.adapt._replace(dual_averaging=da, window=window)
+    step_size, adapt = adapt_step_size(
+        state.adapt, state.step_size, state.position, state.local_accept_prob, it, config
+    )
     state = state._replace(step_size=step_size, adapt=adapt)
+    schedule = config.schedule
     if not schedule.fit_iterations:
         return state
     is_fit = jnp.any(it == jnp.asarray(schedule.fit_iterations))

@@ -7,12 +7,11 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 from numpyro.infer.initialization import init_to_uniform
-from numpyro.infer.mcmc import MCMCKernel
-from numpyro.util import identity
 
 from ebmppl.numpyro.flows import default_flow, partition_flow
 from ebmppl.numpyro.kernels import core
 from ebmppl.numpyro.kernels.setup import (
+    EnsembleKernel,
     build_flow,
     check_initial_energy,
     check_vectorized,
@@ -54,7 +53,7 @@ class FlowMCMCState(NamedTuple):
     rng_key: jax.Array
 
 
-class FlowMCMC(MCMCKernel):
+class FlowMCMC(EnsembleKernel):
     """Flow-assisted MCMC: local MALA/HMC moves plus global moves from a normalizing flow.
 
     An ensemble kernel: all chains advance together and share one flow, which
@@ -143,25 +142,8 @@ class FlowMCMC(MCMCKernel):
 
     # --- what NumPyro's MCMC reads -------------------------------------------------
     @property
-    def model(self):
-        return self._model
-
-    @property
-    def sample_field(self):
-        return "z"
-
-    @property
     def default_fields(self):
         return ("z", "accept_prob", "potential_energy", "global_accept_prob", "local_accept_prob")
-
-    @property
-    def is_ensemble_kernel(self):
-        return True
-
-    @property
-    def schedule(self) -> WarmupSchedule | None:
-        """The warm-up schedule in use (known once ``init`` has seen ``num_warmup``)."""
-        return self._schedule
 
     def get_diagnostics_str(self, state: FlowMCMCState) -> str:
         return "global acc. {:.2f}, local acc. {:.2f}, step {:.2e}".format(
@@ -169,11 +151,6 @@ class FlowMCMC(MCMCKernel):
             float(jnp.mean(state.local_accept_prob)),
             float(state.step_size[0]),
         )
-
-    def postprocess_fn(self, args, kwargs):
-        if self._postprocess_fn is None:
-            return identity
-        return self._postprocess_fn(*args, **kwargs)
 
     # --- init / sample ---------------------------------------------------------------
     def init(self, rng_key, num_warmup, init_params=None, model_args=(), model_kwargs={}):
@@ -214,9 +191,6 @@ class FlowMCMC(MCMCKernel):
 
         self._sample_fn = sample
         return _wrap(state, unravel, key)
-
-    def sample(self, state, model_args, model_kwargs):
-        return self._sample_fn(state, model_args, model_kwargs)
 
 
 def _wrap(state: core.CoreState, unravel, key) -> FlowMCMCState:

@@ -8,13 +8,12 @@ import jax
 import jax.numpy as jnp
 from numpyro import handlers
 from numpyro.infer.initialization import init_to_uniform
-from numpyro.infer.mcmc import MCMCKernel
-from numpyro.util import identity
 
 from ebmppl._shared import check_neutra_options
 from ebmppl.numpyro.flows import neutra_flow, partition_flow
 from ebmppl.numpyro.kernels import neutra_core as core
 from ebmppl.numpyro.kernels.setup import (
+    EnsembleKernel,
     build_flow,
     check_initial_energy,
     check_vectorized,
@@ -54,7 +53,7 @@ class NeuTraHMCState(NamedTuple):
     rng_key: jax.Array
 
 
-class NeuTraHMC(MCMCKernel):
+class NeuTraHMC(EnsembleKernel):
     """Neural-transport HMC: HMC in the latent space of a flow fitted to the chains.
 
     An ensemble kernel: all chains share one transport ``x = T(z)`` (a
@@ -159,25 +158,8 @@ class NeuTraHMC(MCMCKernel):
 
     # --- what NumPyro's MCMC reads -------------------------------------------------
     @property
-    def model(self):
-        return self._model
-
-    @property
-    def sample_field(self):
-        return "z"
-
-    @property
     def default_fields(self):
         return ("z", "accept_prob", "potential_energy", "diverging", "step_size", "num_steps")
-
-    @property
-    def is_ensemble_kernel(self):
-        return True
-
-    @property
-    def schedule(self) -> WarmupSchedule | None:
-        """The warm-up schedule in use (known once ``init`` has seen ``num_warmup``)."""
-        return self._schedule
 
     def get_diagnostics_str(self, state: NeuTraHMCState) -> str:
         return "acc. {:.2f}, {} steps of size {:.2e}, {} divergences".format(
@@ -186,11 +168,6 @@ class NeuTraHMC(MCMCKernel):
             float(state.step_size[0]),
             int(jnp.sum(state.diverging)),
         )
-
-    def postprocess_fn(self, args, kwargs):
-        if self._postprocess_fn is None:
-            return identity
-        return self._postprocess_fn(*args, **kwargs)
 
     # --- init / sample ---------------------------------------------------------------
     def init(self, rng_key, num_warmup, init_params=None, model_args=(), model_kwargs={}):
@@ -236,9 +213,6 @@ class NeuTraHMC(MCMCKernel):
 
         self._sample_fn = sample
         return _wrap(state, unravel, key)
-
-    def sample(self, state, model_args, model_kwargs):
-        return self._sample_fn(state, model_args, model_kwargs)
 
     def _backbone(self, key, params, dim, model_args, model_kwargs):
         """The flow of the model's only latent site when it is a flow-backbone Potential."""

@@ -23,10 +23,10 @@ import jax.numpy as jnp
 import optax
 
 from ebmppl.numpyro.flows import Whitening, fit_diagonal_whitening, fit_flow
-from ebmppl.numpyro.kernels.core import _da_start, _da_update, _identity
+from ebmppl.numpyro.kernels.core import AdaptState, _da_start, _identity, adapt_step_size, init_adapt
 from ebmppl.schedule import WarmupSchedule
 
-__all__ = ["AdaptState", "Config", "CoreState", "Transport", "init", "latent_logdensity", "step"]
+__all__ = ["Config", "CoreState", "Transport", "fit_flow_reverse", "init", "latent_logdensity", "step"]
 
 DIVERGENCE_THRESHOLD = 1000.0  # an energy error above this ends a trajectory as divergent
 
@@ -63,24 +63,6 @@ class Transport(NamedTuple):
     whitening: Whitening
 
 
-class AdaptState(NamedTuple):
-    """Warm-up bookkeeping.
-
-    Attributes:
-        dual_averaging: NumPyro's dual-averaging state for ``log(step_size)``.
-        window: shape ``(W, C, D)``, the last ``W`` iterations' data-space positions.
-        fresh_params: initial parameters for fresh restarts, ``(num_fits, restarts, ...)`` per leaf.
-        num_fits: fits done so far.
-        fit_losses: shape ``(restarts + 1,)``, the last fit's candidate losses; NaN before.
-    """
-
-    dual_averaging: tuple
-    window: jax.Array
-    fresh_params: Any
-    num_fits: jax.Array
-    fit_losses: jax.Array
-
-
 class CoreState(NamedTuple):
     """Walkers and everything the next iteration needs.
 
@@ -98,7 +80,8 @@ class CoreState(NamedTuple):
         num_nonfinite: shape ``(C,)``, running count of proposals rejected
             because the target's log density or gradient was not finite there.
         transport: the :class:`Transport`.
-        adapt: the :class:`AdaptState`.
+        adapt: the :class:`~ebmppl.numpyro.kernels.core.AdaptState` (the window holds
+            data-space positions).
     """
 
     i: jax.Array
@@ -166,14 +149,7 @@ def init(
 ) -> CoreState:
     """The state of walkers at data-space ``position`` (shape ``(C, D)``), identity whitening."""
     num_walkers, dim = position.shape
-    restarts = config.schedule.fresh_restarts
-    adapt = AdaptState(
-        dual_averaging=_da_start(step_size),
-        window=jnp.zeros((config.schedule.window, num_walkers, dim), position.dtype),
-        fresh_params=fresh_params,
-        num_fits=jnp.zeros((), jnp.int32),
-        fit_losses=jnp.full((restarts + 1,), jnp.nan),
-    )
+    adapt = init_adapt(position, fresh_params, config.schedule, step_size)
     transport = Transport(flow_params, _identity(dim, position.dtype))
     length = math.pi / 2 if config.trajectory_length is None else config.trajectory_length
     zeros = jnp.zeros(num_walkers, position.dtype)
@@ -280,15 +256,9 @@ def step(key: jax.Array, state: CoreState, logdensity: Callable, flow_static, co
 def _adapt(key, state: CoreState, logdensity, flow_static, config: Config) -> CoreState:
     """Warm-up only: step size, training window, scheduled transport fits."""
     it = state.i - 1  # the iteration just done
-    error = config.target_accept_prob - jnp.mean(state.accept_prob)
-    da = tuple(jnp.asarray(a, jnp.float32) for a in _da_update(error, state.adapt.dual_averaging))
-    last = it == config.num_warmup - 1
-    log_step = jnp.where(last, da[1], da[0])
-    step_size = jnp.full_like(state.step_size, jnp.exp(log_step))
-    schedule = config.schedule
-    window = state.adapt.window.at[it % schedule.window].set(state.position)
-    adapt = state.adapt._replace(dual_averaging=da, window=window)
+    step_size, adapt = adapt_step_size(state.adapt, state.step_size, state.position, state.accept_prob, it, config)
     state = state._replace(step_size=step_size, adapt=adapt)
+    schedule = config.schedule
     if not schedule.fit_iterations:
         return state
     is_fit = jnp.any(it == jnp.asarray(schedule.fit_iterations))
@@ -371,7 +341,8 @@ def fit_flow_reverse(
     Minimises ``E_{z ~ N(0, I)}[log ρ(z) - log π(T(z)) - log|det J_T(z)|]``
     (the KL from the transport's push-forward to the target, minus ``log Z``) with Adam on
     fresh standard-normal batches, the learning rate decaying to a tenth along a
-    cosine; non-finite gradients skip the update. The
+    cosine; draws where the target is not finite are left out of the mean,
+    and non-finite gradients skip the update. The
     candidate with the lowest loss on a common batch of ``4 * batch_size``
     draws is returned.
 
@@ -387,10 +358,15 @@ def fit_flow_reverse(
     dim = whitening.loc.shape[0]
 
     def loss_fn(params, z):
-        fn = latent_logdensity(logdensity, Transport(params, whitening), static)
-        value, _ = jax.vmap(fn)(z)
+        fn = jax.vmap(latent_logdensity(logdensity, Transport(params, whitening), static))
+        # draws where the target is not finite are left out (else one NaN point would skip the step):
+        # they are found first and replaced by z = 0, so that no NaN reaches the gradient
+        finite = jax.lax.stop_gradient(jnp.isfinite(fn(z)[0]))
+        safe = jnp.where(finite[:, None], z, 0.0)
         # log ρ(z) - latent log density: its mean is KL - log Z, and ρ's share cancels the noise of |z|²
-        return jnp.mean(-0.5 * jnp.sum(z**2, -1) - value) - 0.5 * dim * math.log(2 * math.pi)
+        gap = -0.5 * jnp.sum(safe**2, -1) - fn(safe)[0]
+        mean = jnp.sum(jnp.where(finite, gap, 0.0)) / jnp.maximum(jnp.sum(finite), 1)
+        return jnp.where(jnp.any(finite), mean, jnp.nan) - 0.5 * dim * math.log(2 * math.pi)
 
     def train_one(params, train_key):
         def one_step(carry, step_key):

@@ -19,13 +19,47 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
+from numpyro.infer.mcmc import MCMCKernel
 from numpyro.infer.util import initialize_model
-from numpyro.util import is_prng_key
+from numpyro.util import identity, is_prng_key
 
 from ebmppl.numpyro.flows import check_flow, partition_flow
 from ebmppl.schedule import WarmupSchedule
 
-__all__ = ["build_flow", "check_initial_energy", "check_vectorized", "flat_logdensity", "initial_params"]
+__all__ = ["EnsembleKernel", "build_flow", "check_initial_energy", "check_vectorized", "flat_logdensity", "initial_params"]
+
+
+class EnsembleKernel(MCMCKernel):
+    """What ebmppl's NumPyro kernels share: all chains advance together, the state's ``z`` is sampled.
+
+    Subclasses set ``_model``, ``_schedule``, ``_postprocess_fn`` and
+    ``_sample_fn`` (the jitted step built by ``init``).
+    """
+
+    @property
+    def model(self):
+        return self._model
+
+    @property
+    def sample_field(self):
+        return "z"
+
+    @property
+    def is_ensemble_kernel(self):
+        return True
+
+    @property
+    def schedule(self) -> WarmupSchedule | None:
+        """The warm-up schedule in use (known once ``init`` has seen ``num_warmup``)."""
+        return self._schedule
+
+    def postprocess_fn(self, args, kwargs):
+        if self._postprocess_fn is None:
+            return identity
+        return self._postprocess_fn(*args, **kwargs)
+
+    def sample(self, state, model_args, model_kwargs):
+        return self._sample_fn(state, model_args, model_kwargs)
 
 
 def check_vectorized(name: str, rng_key) -> int:

@@ -31,7 +31,7 @@ from ebmppl.pyro.kernels.isir import isir_step
 from ebmppl.pyro.kernels.local import LocalState, hmc_step
 from ebmppl.schedule import WarmupSchedule
 
-__all__ = ["AdaptState", "Config", "CoreState", "FlowState", "Target", "init", "step"]
+__all__ = ["AdaptState", "Config", "CoreState", "FlowState", "Target", "adapt_step_size", "init", "init_adapt", "step"]
 
 
 def _da_start(step_size: float) -> DualAveraging:
@@ -152,13 +152,7 @@ def init(
     num_walkers, dim = position.shape
     logdensity, grad = target.logdensity_and_grad(position)
     zeros = torch.zeros_like(logdensity)
-    restarts = config.schedule.fresh_restarts if config.flow_factory is not None else 0
-    adapt = AdaptState(
-        dual_averaging=_da_start(step_size),
-        window=position.new_zeros((config.schedule.window, num_walkers, dim)),
-        num_fits=0,
-        fit_losses=position.new_full((restarts + 1,), math.nan),
-    )
+    adapt = init_adapt(position, config, step_size)
     flow.requires_grad_(False)
     return CoreState(
         i=0,
@@ -173,6 +167,46 @@ def init(
         flow=FlowState(flow, identity_whitening(dim, position.dtype, position.device), bool(flow_ready)),
         adapt=adapt,
     )
+
+
+def init_adapt(position: torch.Tensor, config, step_size: float) -> AdaptState:
+    """Warm-up bookkeeping before the first iteration, for walkers at ``position`` ``(C, D)``.
+
+    ``config`` is anything with ``schedule`` and ``flow_factory``.
+    """
+    restarts = config.schedule.fresh_restarts if config.flow_factory is not None else 0
+    return AdaptState(
+        dual_averaging=_da_start(step_size),
+        window=position.new_zeros((config.schedule.window,) + tuple(position.shape)),
+        num_fits=0,
+        fit_losses=position.new_full((restarts + 1,), math.nan),
+    )
+
+
+def adapt_step_size(adapt: AdaptState, step_size, position, accept_prob, it: int, config) -> tuple:
+    """One warm-up iteration's bookkeeping: dual averaging of the step size, the window.
+
+    Args:
+        adapt: the :class:`AdaptState`.
+        step_size: shape ``(C,)``, the current step size.
+        position: shape ``(C, D)``, the walkers after iteration ``it``.
+        accept_prob: shape ``(C,)``, the acceptance probability adaptation aims
+            at, or ``None`` to keep the step size.
+        it: the iteration just done (0-based).
+        config: anything with ``target_accept_prob``, ``num_warmup`` and ``schedule``.
+
+    Returns:
+        ``(step_size, adapt)``: the averaged step size after the last warm-up iteration.
+    """
+    da = copy.copy(adapt.dual_averaging)
+    if accept_prob is not None:
+        da.step(config.target_accept_prob - float(accept_prob.mean()))
+        x_t, x_avg = da.get_state()
+        log_step = x_avg if it == config.num_warmup - 1 else x_t
+        step_size = torch.full_like(step_size, math.exp(log_step))
+    window = adapt.window.clone()
+    window[it % config.schedule.window] = position
+    return step_size, adapt._replace(dual_averaging=da, window=window)
 
 
 def _global_move(state: CoreState, target: Target, config: Config):
@@ -261,19 +295,10 @@ def step(state: CoreState, target: Target, config: Config) -> CoreState:
 def _adapt(state: CoreState, config: Config) -> CoreState:
     """Warm-up only: step size, training window, scheduled flow fits."""
     it = state.i - 1  # the iteration just done
-    da = copy.copy(state.adapt.dual_averaging)
-    if config.num_local_steps:
-        da.step(config.target_accept_prob - float(state.local_accept_prob.mean()))
-        x_t, x_avg = da.get_state()
-        log_step = x_avg if it == config.num_warmup - 1 else x_t
-        step_size = torch.full_like(state.step_size, math.exp(log_step))
-    else:
-        step_size = state.step_size
-    schedule = config.schedule
-    window = state.adapt.window.clone()
-    window[it % schedule.window] = state.position
-    adapt = state.adapt._replace(dual_averaging=da, window=window)
+    accept = state.local_accept_prob if config.num_local_steps else None
+    step_size, adapt = adapt_step_size(state.adapt, state.step_size, state.position, accept, it, config)
     state = state._replace(step_size=step_size, adapt=adapt)
+    schedule = config.schedule
     if it not in schedule.fit_iterations:
         return state
     flow, losses = _fit(state, config)

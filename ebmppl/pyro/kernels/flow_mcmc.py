@@ -7,11 +7,10 @@ from typing import Any, Callable
 
 import torch
 from pyro.infer.autoguide.initialization import init_to_uniform
-from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 
 from ebmppl.pyro.flows import default_flow
 from ebmppl.pyro.kernels import core
-from ebmppl.pyro.kernels.setup import build_flow, check_initial_energy, flat_target, resolve_num_walkers
+from ebmppl.pyro.kernels.setup import WalkerKernel, build_flow, check_initial_energy, flat_target, resolve_num_walkers
 from ebmppl._shared import check_flow_mcmc_options
 from ebmppl.schedule import WarmupSchedule
 
@@ -20,7 +19,7 @@ __all__ = ["FlowMCMC"]
 SAMPLE_STATS = ("accept_prob", "potential_energy", "global_accept_prob", "local_accept_prob")
 
 
-class FlowMCMC(MCMCKernel):
+class FlowMCMC(WalkerKernel):
     """Flow-assisted MCMC: local MALA/HMC moves plus global moves from a normalizing flow.
 
     Pyro has no vectorized chains, so this kernel advances ``num_walkers``
@@ -38,6 +37,8 @@ class FlowMCMC(MCMCKernel):
     chain): every site of ``mcmc.get_samples()`` then has a walker axis
     after the draw axis, ``(num_samples, num_walkers, *site_shape)``, and
     :func:`ebmppl.diagnostics.to_arviz` turns walkers into ArviZ chains.
+    ``kernel.sample_stats`` holds per-draw ``accept_prob``,
+    ``potential_energy``, ``global_accept_prob`` and ``local_accept_prob``.
     The model is evaluated for all walkers at once in an outermost
     ``pyro.plate``, so it must broadcast like a model run with Pyro's
     ``vectorize_particles=True``. Randomness comes from torch's generator:
@@ -127,43 +128,6 @@ class FlowMCMC(MCMCKernel):
         self._state: core.CoreState | None = None
         self._runs: list[dict[str, list]] = []
 
-    # --- what Pyro's MCMC reads ------------------------------------------------------
-    @property
-    def initial_params(self) -> dict[str, torch.Tensor]:
-        return self._initial_params
-
-    @initial_params.setter
-    def initial_params(self, params: dict[str, torch.Tensor]) -> None:
-        self._user_initial_params = params
-        self._initial_params = params
-
-    @property
-    def num_walkers(self) -> int | None:
-        """Walkers moved together (known once ``setup`` has run, or when given)."""
-        return self._num_walkers
-
-    @property
-    def schedule(self) -> WarmupSchedule | None:
-        """The warm-up schedule in use (known once ``setup`` has seen ``warmup_steps``)."""
-        return self._schedule
-
-    @property
-    def state(self) -> core.CoreState | None:
-        """The current :class:`~ebmppl.pyro.kernels.core.CoreState` (walkers, flow, adaptation)."""
-        return self._state
-
-    @property
-    def sample_stats(self) -> list[dict[str, torch.Tensor]]:
-        """Per-draw statistics of each run's samples (one dict per Pyro chain run in this process).
-
-        Keys ``accept_prob``, ``potential_energy``, ``global_accept_prob`` and
-        ``local_accept_prob``, each of shape ``(num_walkers, num_samples)``.
-        """
-        return [
-            {name: torch.stack(values, dim=1) if values else torch.zeros(0) for name, values in run.items()}
-            for run in self._runs
-        ]
-
     def setup(self, warmup_steps: int, *args, **kwargs) -> None:
         user_params = self._user_initial_params
         num_walkers = resolve_num_walkers("FlowMCMC", self._num_walkers, user_params, default=40)
@@ -224,5 +188,3 @@ class FlowMCMC(MCMCKernel):
         summary["num nonfinite"] = int(self._state.num_nonfinite.sum())
         return summary
 
-    def cleanup(self) -> None:
-        """Nothing to release: the state stays readable after the run."""

@@ -9,12 +9,11 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.infer.autoguide.initialization import init_to_uniform
-from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 
 from ebmppl._shared import check_neutra_options
 from ebmppl.pyro.flows import neutra_flow
 from ebmppl.pyro.kernels import neutra_core as core
-from ebmppl.pyro.kernels.setup import build_flow, check_initial_energy, flat_target, resolve_num_walkers
+from ebmppl.pyro.kernels.setup import WalkerKernel, build_flow, check_initial_energy, flat_target, resolve_num_walkers
 from ebmppl.pyro.potential import Potential
 from ebmppl.schedule import WarmupSchedule
 
@@ -23,11 +22,13 @@ __all__ = ["NeuTraHMC"]
 SAMPLE_STATS = ("accept_prob", "potential_energy", "diverging", "step_size", "num_steps")
 
 
-class NeuTraHMC(MCMCKernel):
+class NeuTraHMC(WalkerKernel):
     """Neural-transport HMC: HMC in the latent space of a flow fitted to the target during warm-up.
 
     Pyro has no vectorized chains, so this kernel advances ``num_walkers``
-    walkers together inside one Pyro chain, as :class:`FlowMCMC` does. They
+    walkers together inside one Pyro chain, as :class:`FlowMCMC` does
+    (``kernel.sample_stats`` holds per-draw ``accept_prob``,
+    ``potential_energy``, ``diverging``, ``step_size`` and ``num_steps``). They
     share one transport ``x = T(z)`` (a standardisation composed with a
     normalizing flow) and move by HMC on the latent density
     ``π(T(z)) |det J_T(z)|``, which is nearly a standard normal once the flow
@@ -134,43 +135,6 @@ class NeuTraHMC(MCMCKernel):
         """Four fits over the first 80% of warm-up, 2000 Adam steps each (see :class:`~ebmppl.WarmupSchedule`)."""
         return WarmupSchedule.default(num_warmup).replace(fit_steps=2000)
 
-    # --- what Pyro's MCMC reads ------------------------------------------------------
-    @property
-    def initial_params(self) -> dict[str, torch.Tensor]:
-        return self._initial_params
-
-    @initial_params.setter
-    def initial_params(self, params: dict[str, torch.Tensor]) -> None:
-        self._user_initial_params = params
-        self._initial_params = params
-
-    @property
-    def num_walkers(self) -> int | None:
-        """Walkers moved together (known once ``setup`` has run, or when given)."""
-        return self._num_walkers
-
-    @property
-    def schedule(self) -> WarmupSchedule | None:
-        """The warm-up schedule in use (known once ``setup`` has seen ``warmup_steps``)."""
-        return self._schedule
-
-    @property
-    def state(self) -> core.CoreState | None:
-        """The current :class:`~ebmppl.pyro.kernels.neutra_core.CoreState`."""
-        return self._state
-
-    @property
-    def sample_stats(self) -> list[dict[str, torch.Tensor]]:
-        """Per-draw statistics of each run's samples (one dict per Pyro chain run in this process).
-
-        Keys ``accept_prob``, ``potential_energy``, ``diverging``, ``step_size``
-        and ``num_steps``, each of shape ``(num_walkers, num_samples)``.
-        """
-        return [
-            {name: torch.stack(values, dim=1) if values else torch.zeros(0) for name, values in run.items()}
-            for run in self._runs
-        ]
-
     def setup(self, warmup_steps: int, *args, **kwargs) -> None:
         user_params = self._user_initial_params
         num_walkers = resolve_num_walkers("NeuTraHMC", self._num_walkers, user_params, default=40)
@@ -235,8 +199,6 @@ class NeuTraHMC(MCMCKernel):
             "num nonfinite": int(self._state.num_nonfinite.sum()),
         }
 
-    def cleanup(self) -> None:
-        """Nothing to release: the state stays readable after the run."""
 
     def _backbone(self, dim, args, kwargs):
         """The flow of the model's only latent site when it is a flow-backbone Potential."""

@@ -16,19 +16,17 @@ torch's generator. It mirrors :mod:`ebmppl.numpyro.kernels.neutra_core`.
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Callable, NamedTuple
 
 import torch
-from pyro.ops.dual_averaging import DualAveraging
 from torch import nn
 
 from ebmppl.pyro.flows import Whitening, base_maps, fit_diagonal_whitening, fit_flow, fresh_copy, identity_whitening
-from ebmppl.pyro.kernels.core import Target, _da_start
+from ebmppl.pyro.kernels.core import AdaptState, Target, _da_start, adapt_step_size, init_adapt
 from ebmppl.schedule import WarmupSchedule
 
-__all__ = ["AdaptState", "Config", "CoreState", "Transport", "fit_flow_reverse", "init", "latent_logdensity", "step"]
+__all__ = ["Config", "CoreState", "Transport", "fit_flow_reverse", "init", "latent_logdensity", "step"]
 
 DIVERGENCE_THRESHOLD = 1000.0  # an energy error above this ends a trajectory as divergent
 
@@ -67,22 +65,6 @@ class Transport(NamedTuple):
     whitening: Whitening
 
 
-class AdaptState(NamedTuple):
-    """Warm-up bookkeeping.
-
-    Attributes:
-        dual_averaging: Pyro's dual-averaging state for ``log(step_size)``.
-        window: shape ``(W, C, D)``, the last ``W`` iterations' data-space positions.
-        num_fits: fits done so far.
-        fit_losses: shape ``(restarts + 1,)``, the last fit's candidate losses; NaN before.
-    """
-
-    dual_averaging: DualAveraging
-    window: torch.Tensor
-    num_fits: int
-    fit_losses: torch.Tensor
-
-
 class CoreState(NamedTuple):
     """Walkers and everything the next iteration needs.
 
@@ -100,7 +82,8 @@ class CoreState(NamedTuple):
         num_nonfinite: shape ``(C,)``, running count of proposals rejected
             because the target's log density or gradient was not finite there.
         transport: the :class:`Transport`.
-        adapt: the :class:`AdaptState`.
+        adapt: the :class:`~ebmppl.pyro.kernels.core.AdaptState` (the window holds
+            data-space positions).
     """
 
     i: int
@@ -154,13 +137,7 @@ def _value_and_grad(target: Target, transport: Transport) -> Callable:
 def init(position: torch.Tensor, target: Target, flow: nn.Module, config: Config, step_size: float) -> CoreState:
     """The state of walkers at data-space ``position`` (shape ``(C, D)``), identity standardisation."""
     num_walkers, dim = position.shape
-    restarts = config.schedule.fresh_restarts if config.flow_factory is not None else 0
-    adapt = AdaptState(
-        dual_averaging=_da_start(step_size),
-        window=position.new_zeros((config.schedule.window, num_walkers, dim)),
-        num_fits=0,
-        fit_losses=position.new_full((restarts + 1,), math.nan),
-    )
+    adapt = init_adapt(position, config, step_size)
     flow.requires_grad_(False)
     zeros = position.new_zeros(num_walkers)
     state = CoreState(
@@ -254,15 +231,9 @@ def step(state: CoreState, target: Target, config: Config) -> CoreState:
 def _adapt(state: CoreState, target: Target, config: Config) -> CoreState:
     """Warm-up only: step size, training window, scheduled transport fits."""
     it = state.i - 1  # the iteration just done
-    da = copy.copy(state.adapt.dual_averaging)
-    da.step(config.target_accept_prob - float(state.accept_prob.mean()))
-    x_t, x_avg = da.get_state()
-    log_step = x_avg if it == config.num_warmup - 1 else x_t
-    step_size = torch.full_like(state.step_size, math.exp(log_step))
+    step_size, adapt = adapt_step_size(state.adapt, state.step_size, state.position, state.accept_prob, it, config)
+    state = state._replace(step_size=step_size, adapt=adapt)
     schedule = config.schedule
-    window = state.adapt.window.clone()
-    window[it % schedule.window] = state.position
-    state = state._replace(step_size=step_size, adapt=state.adapt._replace(dual_averaging=da, window=window))
     if it not in schedule.fit_iterations:
         return state
     transport, losses = _fit(state, target, config)
@@ -339,7 +310,8 @@ def fit_flow_reverse(
     ``E_{z ~ N(0, I)}[log ρ(z) - log π(T(z)) - log|det J_T(z)|]`` (the KL from
     the transport's push-forward to the target, minus ``log Z``) with Adam on
     fresh standard-normal batches, the learning rate decaying to a tenth along a
-    cosine; steps with a non-finite loss or gradient are skipped. The
+    cosine; draws where the target is not finite are left out of the mean, and
+    steps with a non-finite loss or gradient are skipped. The
     candidate with the lowest loss on a common batch of ``4 * batch_size``
     draws is returned.
 
@@ -351,7 +323,16 @@ def fit_flow_reverse(
     half_log_two_pi = 0.5 * dim * math.log(2 * math.pi)
 
     def loss_fn(flow, z):
-        value, _, _ = latent_logdensity(logdensity, Transport(flow, whitening))(z)
+        fn = latent_logdensity(logdensity, Transport(flow, whitening))
+        # draws where the target is not finite are left out (else one NaN point would skip the step):
+        # they are found first and dropped, so that no NaN reaches the gradient
+        with torch.no_grad():
+            finite = torch.isfinite(fn(z)[0])
+        if not finite.any():
+            return z.sum() * math.nan
+        if not finite.all():
+            z = z[finite]
+        value, _, _ = fn(z)
         return (-0.5 * (z**2).sum(-1) - value).mean() - half_log_two_pi
 
     z_eval = torch.randn(4 * batch_size, dim, dtype=reference.dtype, device=reference.device)
@@ -371,7 +352,7 @@ def fit_flow_reverse(
             norm = torch.nn.utils.clip_grad_norm_(parameters, 10.0)
             if torch.isfinite(loss) and torch.isfinite(norm):
                 optimizer.step()
-            decay.step()
+                decay.step()
         with torch.no_grad():
             loss = loss_fn(flow, z_eval)
         losses.append(loss if torch.isfinite(loss) else torch.full_like(loss, math.inf))

@@ -12,15 +12,65 @@ Example:
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Callable
 
 import torch
 from pyro.infer.autoguide.initialization import init_to_uniform
+from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 
 from ebmppl.pyro.flows import as_flow_module, check_flow
 from ebmppl.pyro.kernels.target import Layout, model_target, potential_fn_target
+from ebmppl.schedule import WarmupSchedule
 
-__all__ = ["build_flow", "check_initial_energy", "flat_target", "resolve_num_walkers"]
+__all__ = ["WalkerKernel", "build_flow", "check_initial_energy", "flat_target", "resolve_num_walkers"]
+
+
+class WalkerKernel(MCMCKernel):
+    """What ebmppl's Pyro kernels share: walkers moved together inside one Pyro chain.
+
+    Subclasses set ``_num_walkers``, ``_schedule``, ``_state`` and ``_runs``
+    (per-draw statistics, one dict of lists per Pyro chain run).
+    """
+
+    @property
+    def initial_params(self) -> dict[str, torch.Tensor]:
+        return self._initial_params
+
+    @initial_params.setter
+    def initial_params(self, params: dict[str, torch.Tensor]) -> None:
+        self._user_initial_params = params
+        self._initial_params = params
+
+    @property
+    def num_walkers(self) -> int | None:
+        """Walkers moved together (known once ``setup`` has run, or when given)."""
+        return self._num_walkers
+
+    @property
+    def schedule(self) -> WarmupSchedule | None:
+        """The warm-up schedule in use (known once ``setup`` has seen ``warmup_steps``)."""
+        return self._schedule
+
+    @property
+    def state(self):
+        """The current core state (walkers, flow, adaptation)."""
+        return self._state
+
+    @property
+    def sample_stats(self) -> list[dict[str, torch.Tensor]]:
+        """Per-draw statistics of each run's samples (one dict per Pyro chain run in this process).
+
+        Each value has shape ``(num_walkers, num_samples)``; the keys are the
+        kernel's (see its docstring).
+        """
+        return [
+            {name: torch.stack(values, dim=1) if values else torch.zeros(0) for name, values in run.items()}
+            for run in self._runs
+        ]
+
+    def cleanup(self) -> None:
+        """Nothing to release: the state stays readable after the run."""
 
 
 def resolve_num_walkers(name: str, requested: int | None, params, default: int) -> int:
@@ -71,7 +121,8 @@ def build_flow(flow: Any, default: Callable, dim: int, device: torch.device):
     if flow is None:
         factory = default
     elif isinstance(flow, (torch.nn.Module, torch.distributions.TransformedDistribution)):
-        module = as_flow_module(flow).to(device, torch.get_default_dtype())
+        # a copy: the kernel freezes (and refits) its flow, and must not change the caller's
+        module = copy.deepcopy(as_flow_module(flow)).to(device, torch.get_default_dtype())
         check_flow(module, dim)
         return module, None, True
     elif callable(flow):
