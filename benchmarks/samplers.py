@@ -9,8 +9,8 @@ Targets:
   0.4/0.3/0.2/0.1); known: the mode weights.
 - ``banana``: 2-D twisted Gaussian, ``x1 ~ N(0, σ1²)``, ``x2 = y + b (x1² - σ1²)``,
   ``y ~ N(0, 1)``, with ``σ1 = 2``, ``b = 0.5``; known: mean of x2 0,
-  variance of x2 ``1 + 2 b² σ1⁴ = 9`` (the banana of REFERENCE §4 on which
-  NeuTra with a BNAF flow reported 1.9).
+  variance of x2 ``1 + 2 b² σ1⁴ = 9`` (the value of the banana on which
+  NumPyro's NeuTra with a BNAF flow gave 1.9).
 
 Samplers, all with their defaults otherwise: ``FlowMCMC`` (``ebmppl.numpyro``)
 with 8 chains and ``FlowMCMC-40`` with 40 (its guidance is 20-100 chains),
@@ -25,8 +25,8 @@ figures with their error in MCSE units (z = (estimate - truth) / MCSE):
 funnel, mean and std of v; mixture, max |weight error| and max |z| of the
 mode weights (``ebmppl.diagnostics.mode_weight_zscores``); banana, mean and
 variance of x2. A run "passes" when every |z| <= 4 and R-hat <= 1.05;
-the verdict per target is the passing 8-chain sampler with the best ESS/s
-(median over seeds).
+the verdict per target is the 8-chain sampler that passed on every seed
+with the best median ESS/s. About 5 minutes per seed on 2 CPU cores.
 
     python benchmarks/samplers.py                          # all targets and samplers, seed 0
     python benchmarks/samplers.py --seeds 0 1              # two seeds

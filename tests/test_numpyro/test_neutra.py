@@ -265,3 +265,38 @@ def test_arviz_sample_stats_and_constrained_posterior():
     scale = np.asarray(data["posterior"]["scale"])
     assert scale.shape == (4, 50) and scale.min() > 0  # reported in the constrained space
     assert np.asarray(data["posterior"]["loc"]).shape == (4, 50, 2)
+
+
+def funnel_potential(x):
+    v = x[0]
+    return -(dist.Normal(0.0, 3.0).log_prob(v) + dist.Normal(0.0, jnp.exp(v / 2)).log_prob(x[1:]).sum())
+
+
+def test_stranded_walkers_are_redrawn_and_the_others_kept():
+    """Exactly the walkers beyond the χ² quantile of the latent base are redrawn from the transport."""
+    dim = 10
+    flow = neutra_flow(jax.random.key(0), dim)
+    params, static = partition_flow(flow)
+    config = neutra_core.Config(num_warmup=10, target_accept_prob=0.8, schedule=NO_FITS, fit="reverse",
+                                max_leapfrog=8, trajectory_length=None)
+    fresh = jax.tree.map(lambda leaf: jnp.zeros((1, 0) + leaf.shape, leaf.dtype), params)
+    logdensity = lambda x: -funnel_potential(x)  # noqa: E731
+    position = 0.5 * jax.random.normal(jax.random.key(1), (4, dim))
+    position = position.at[0].set(20.0)  # identity transport: latent = position, far beyond the quantile
+    state = neutra_core.init(position, logdensity, params, static, fresh, config, 0.1)
+    assert float(jnp.sum(state.latent[0] ** 2)) > neutra_core.stranded_threshold(dim)
+    new = neutra_core._redraw_stranded(jax.random.key(2), state, logdensity, static)
+    assert float(jnp.sum(new.latent[0] ** 2)) < neutra_core.stranded_threshold(dim)
+    assert np.isfinite(float(new.latent_logdensity[0]))
+    np.testing.assert_array_equal(np.asarray(new.position[1:]), np.asarray(state.position[1:]))
+
+
+def test_walker_stranded_at_a_wild_start_is_redrawn_at_a_fit():
+    """Chains started at 3 N(0, I) in the funnel: one lands 29 standard deviations out in the neck and
+    rejects every proposal under the ensemble's step size until a fit redraws it (found by
+    benchmarks/samplers.py, seed 0)."""
+    init = 3 * jax.random.normal(jax.random.key(1000), (40, 10))[:8]
+    mcmc = run_neutra(0, num_warmup=1000, num_samples=300, init_params=init, potential_fn=funnel_potential,
+                      schedule=short_schedule(1000, 300))
+    accept = np.asarray(mcmc.get_extra_fields(group_by_chain=True)["accept_prob"]).mean(1)
+    assert accept.min() > 0.3, accept

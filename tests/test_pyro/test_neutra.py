@@ -18,6 +18,7 @@ from ebmppl.pyro import NeuTraHMC, Potential, WarmupSchedule
 from ebmppl.pyro.flows import base_maps, fit_diagonal_whitening, fit_whitening, identity_whitening, neutra_flow
 from ebmppl.pyro.kernels import neutra_core
 from ebmppl.pyro.kernels.neutra_core import Transport
+from ebmppl.pyro.kernels.target import Layout, potential_fn_target
 from .pyro_util import draws, run_flow_mcmc, stats
 
 
@@ -281,3 +282,39 @@ def test_arviz_sample_stats_and_constrained_posterior():
     scale = np.asarray(data["posterior"]["scale"])
     assert scale.shape == (4, 50) and scale.min() > 0  # reported in the constrained space
     assert np.asarray(data["posterior"]["loc"]).shape == (4, 50, 2)
+
+
+def funnel_potential(params):
+    x = params["x"]
+    v = x[0]
+    return -(dist.Normal(0.0, 3.0).log_prob(v) + dist.Normal(0.0, (v / 2).exp()).log_prob(x[1:]).sum())
+
+
+def test_stranded_walkers_are_redrawn_and_the_others_kept():
+    """Exactly the walkers beyond the χ² quantile of the latent base are redrawn from the transport."""
+    dim = 10
+    config = neutra_core.Config(num_warmup=10, target_accept_prob=0.8, schedule=NO_FITS, fit="reverse",
+                                max_leapfrog=8, trajectory_length=None, flow_factory=None)
+    target = potential_fn_target(funnel_potential, Layout(("x",), (torch.Size([dim]),)))
+    torch.manual_seed(1)
+    position = 0.5 * torch.randn(4, dim)
+    position[0] = 20.0  # identity transport: latent = position, far beyond the quantile
+    state = neutra_core.init(position, target, neutra_flow(dim), config, 0.1)
+    assert float((state.latent[0] ** 2).sum()) > neutra_core.stranded_threshold(dim)
+    new = neutra_core._redraw_stranded(state, target)
+    assert float((new.latent[0] ** 2).sum()) < neutra_core.stranded_threshold(dim)
+    assert torch.isfinite(new.latent_logdensity[0])
+    torch.testing.assert_close(new.position[1:], state.position[1:], rtol=0, atol=0)
+
+
+def test_walker_stranded_at_a_wild_start_is_redrawn_at_a_fit():
+    """Walkers started at 3 N(0, I) in the funnel: one lands 29 standard deviations out in the neck and
+    rejects every proposal under the ensemble's step size until a fit redraws it (found by
+    benchmarks/samplers.py, seed 0)."""
+    torch.manual_seed(1000)
+    init = 3 * torch.randn(8, 10)
+    init[0, 0], init[0, 6] = -2.8, 7.1
+    mcmc = run_neutra(0, num_warmup=1000, num_samples=300, initial_params={"x": init},
+                      potential_fn=funnel_potential, schedule=short_schedule(1000, 300))
+    accept = mcmc.kernel.sample_stats[-1]["accept_prob"].mean(1).numpy()
+    assert accept.min() > 0.3, accept

@@ -8,7 +8,8 @@ the state; :func:`step` runs one iteration: an HMC move with a jittered
 number of leapfrog steps, then, during warm-up, step-size adaptation,
 storage of the walkers' data-space states and, at the scheduled iterations,
 a refit of the transport (reverse KL to the target, or forward KL on the
-stored states) followed by a new trajectory length. Walkers keep their
+stored states) followed by a new trajectory length; walkers stranded far
+out in the new latent space start again from draws of the transport. Walkers keep their
 data-space position across a refit.
 """
 
@@ -263,9 +264,12 @@ def _adapt(key, state: CoreState, logdensity, flow_static, config: Config) -> Co
         return state
     is_fit = jnp.any(it == jnp.asarray(schedule.fit_iterations))
 
+    fit_key, redraw_key = jax.random.split(key)
+
     def do_fit(s: CoreState) -> CoreState:
-        transport, losses = _fit(key, s, logdensity, flow_static, config)
+        transport, losses = _fit(fit_key, s, logdensity, flow_static, config)
         s = relocate(s._replace(transport=transport), s.position, logdensity, flow_static)
+        s = _redraw_stranded(redraw_key, s, logdensity, flow_static)
         length = s.trajectory_length
         if config.trajectory_length is None:
             length = _trajectory_length(s, flow_static)
@@ -278,6 +282,39 @@ def _adapt(key, state: CoreState, logdensity, flow_static, config: Config) -> Co
         return s._replace(adapt=adapt, trajectory_length=length)
 
     return jax.lax.cond(is_fit, do_fit, lambda s: s, state)
+
+
+def stranded_threshold(dim: int) -> float:
+    """``|z|²`` above which a walker is stranded: the ``1 - 10⁻⁶`` quantile of ``χ²_dim`` (Wilson-Hilferty)."""
+    return dim * (1.0 - 2.0 / (9 * dim) + 4.753 * math.sqrt(2.0 / (9 * dim))) ** 3
+
+
+def _redraw_stranded(key, state: CoreState, logdensity, flow_static) -> CoreState:
+    """Warm-up only: walkers far out in the latent tails (``|z|²`` beyond :func:`stranded_threshold`)
+    start again from draws of the fitted transport.
+
+    A walker started at a wildly improbable point (in a funnel's neck, 30
+    standard deviations out) can reject every proposal under a step size set by
+    the ensemble; after a fit it lies far out in the latent space, and a fresh
+    draw ``T(z)``, ``z ~ N(0, I)``, puts it where the transport has mass.
+    """
+    fresh = jax.random.normal(key, state.latent.shape, state.latent.dtype)
+    stranded = jnp.sum(state.latent**2, -1) > stranded_threshold(state.latent.shape[-1])
+    stranded = stranded | ~jnp.isfinite(state.latent_logdensity)
+    latent = jnp.where(stranded[:, None], fresh, state.latent)
+    (value, (x, x_value)), grad = _value_and_grad(logdensity, state.transport, flow_static)(latent)
+    replace = stranded & jnp.isfinite(value) & jnp.all(jnp.isfinite(grad), -1)
+
+    def pick(new, old):
+        return jnp.where(replace.reshape(replace.shape + (1,) * (new.ndim - 1)), new, old)
+
+    return state._replace(
+        latent=pick(latent, state.latent),
+        position=pick(x, state.position),
+        logdensity=pick(x_value, state.logdensity),
+        latent_logdensity=pick(value, state.latent_logdensity),
+        latent_grad=pick(grad, state.latent_grad),
+    )
 
 
 def _trajectory_length(state: CoreState, flow_static) -> jax.Array:

@@ -9,7 +9,9 @@ iteration: an HMC move with a jittered number of leapfrog steps, then, during
 warm-up, step-size adaptation, storage of the walkers' data-space states and,
 at the scheduled iterations, a refit of the transport (reverse KL to the
 target, or forward KL on the stored states) followed by a new trajectory
-length. Walkers keep their data-space position across a refit. :func:`step`
+length. Walkers keep their data-space position across a refit, except those
+stranded far out in the new latent space, which start again from draws of
+the transport. :func:`step`
 returns a new state and leaves its input as it was; randomness comes from
 torch's generator. It mirrors :mod:`ebmppl.numpyro.kernels.neutra_core`.
 """
@@ -238,6 +240,7 @@ def _adapt(state: CoreState, target: Target, config: Config) -> CoreState:
         return state
     transport, losses = _fit(state, target, config)
     state = relocate(state._replace(transport=transport), state.position, target)
+    state = _redraw_stranded(state, target)
     length = state.trajectory_length
     if config.trajectory_length is None:
         length = _trajectory_length(state)
@@ -248,6 +251,40 @@ def _adapt(state: CoreState, target: Target, config: Config) -> CoreState:
         fit_losses=losses,
     )
     return state._replace(adapt=adapt, trajectory_length=length)
+
+
+def stranded_threshold(dim: int) -> float:
+    """``|z|²`` above which a walker is stranded: the ``1 - 10⁻⁶`` quantile of ``χ²_dim`` (Wilson-Hilferty)."""
+    return dim * (1.0 - 2.0 / (9 * dim) + 4.753 * math.sqrt(2.0 / (9 * dim))) ** 3
+
+
+def _redraw_stranded(state: CoreState, target: Target) -> CoreState:
+    """Warm-up only: walkers far out in the latent tails (``|z|²`` beyond :func:`stranded_threshold`)
+    start again from draws of the fitted transport.
+
+    A walker started at a wildly improbable point (in a funnel's neck, 30
+    standard deviations out) can reject every proposal under a step size set by
+    the ensemble; after a fit it lies far out in the latent space, and a fresh
+    draw ``T(z)``, ``z ~ N(0, I)``, puts it where the transport has mass.
+    """
+    stranded = (state.latent**2).sum(-1) > stranded_threshold(state.latent.shape[-1])
+    stranded = stranded | ~torch.isfinite(state.latent_logdensity)
+    if not stranded.any():
+        return state
+    latent = torch.where(stranded[:, None], torch.randn_like(state.latent), state.latent)
+    value, x, x_value, grad = _value_and_grad(target, state.transport)(latent)
+    replace = stranded & torch.isfinite(value) & torch.isfinite(grad).all(-1)
+
+    def pick(new, old):
+        return torch.where(replace.reshape(replace.shape + (1,) * (new.dim() - 1)), new, old)
+
+    return state._replace(
+        latent=pick(latent, state.latent),
+        position=pick(x, state.position),
+        logdensity=pick(x_value, state.logdensity),
+        latent_logdensity=pick(value, state.latent_logdensity),
+        latent_grad=pick(grad, state.latent_grad),
+    )
 
 
 def _trajectory_length(state: CoreState) -> float:
