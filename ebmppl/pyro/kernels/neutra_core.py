@@ -361,15 +361,15 @@ def fit_flow_reverse(
 
     def loss_fn(flow, z):
         fn = latent_logdensity(logdensity, Transport(flow, whitening))
-        # draws where the target is not finite are left out (else one NaN point would skip the step):
-        # they are found first and dropped, so that no NaN reaches the gradient
-        with torch.no_grad():
-            finite = torch.isfinite(fn(z)[0])
-        if not finite.any():
-            return z.sum() * math.nan
-        if not finite.all():
-            z = z[finite]
         value, _, _ = fn(z)
+        finite = torch.isfinite(value)
+        if not finite.all():
+            # draws where the target is not finite are left out (else one NaN point would skip the
+            # step), and the rest evaluated again, so that no NaN reaches the gradient
+            if not finite.any():
+                return value.sum()
+            z = z[finite]
+            value, _, _ = fn(z)
         return (-0.5 * (z**2).sum(-1) - value).mean() - half_log_two_pi
 
     z_eval = torch.randn(4 * batch_size, dim, dtype=reference.dtype, device=reference.device)
