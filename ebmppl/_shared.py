@@ -84,16 +84,20 @@ def check_neutra_options(
         raise ValueError(f"target_accept_prob must lie in (0, 1), got {target_accept_prob}")
 
 
-def method_defaults(method: str, num_local_steps: int | None, target_accept_prob: float | None):
-    """EBMTrainer's local steps and acceptance target for ``method`` where not given.
+def method_defaults(method: str, num_local_steps: int | None, target_accept_prob: float | None,
+                    step_size: float | None):
+    """EBMTrainer's local steps, acceptance target and initial step size for ``method`` where not given.
 
-    ``"neutra"`` (NT-EBM) runs 128 latent MALA steps aiming at 0.75, as in
-    the paper's baseline; the other methods 25 steps per round aiming at 0.65.
+    ``"neutra"`` (NT-EBM) runs 128 MALA steps in the flow's latent space, where
+    the model is close to a standard normal, aiming at 0.75 as in the paper's
+    baseline, from a step of 0.5; the other methods 25 steps per round in
+    data space aiming at 0.65, from a step of 0.05.
     """
     neutra = method == "neutra"
     num_local_steps = (128 if neutra else 25) if num_local_steps is None else num_local_steps
     target_accept_prob = (0.75 if neutra else 0.65) if target_accept_prob is None else target_accept_prob
-    return num_local_steps, target_accept_prob
+    step_size = (0.5 if neutra else 0.05) if step_size is None else step_size
+    return num_local_steps, target_accept_prob, step_size
 
 
 def interleaved_slots(dim: int, first_size: int) -> list[int]:

@@ -159,13 +159,13 @@ def default_flow(
     return Transformed(StandardNormal((dim,)), Scan(layers))
 
 
-LOG_SCALE_LIMIT = 5.0  # |log scale| of one affine coupling layer stays below this (soft bound)
+LOG_SCALE_LIMIT = 5.0  # |log scale| of one affine layer stays below this (soft bound)
 
 
 class SoftAffine(AbstractBijection):
     """Scalar ``y = x * exp(s) + loc`` with ``s = L tanh(log_scale / L)``; zero parameters are the identity.
 
-    The transformer of :func:`neutra_flow`'s couplings: an exponential scale
+    The transformer of :func:`neutra_flow`'s layers: an exponential scale
     (the funnel's scale is ``exp(v / 2)``) softly bounded by
     ``L = LOG_SCALE_LIMIT`` so that one layer cannot overflow.
     """

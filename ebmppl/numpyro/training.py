@@ -132,7 +132,8 @@ class EBMTrainer:
         num_local_steps: MALA steps per round; ``None`` for 25, or 128 with
             ``"neutra"``.
         num_particles: i-SIR candidates per chain.
-        step_size: initial MALA step size, adapted toward ``target_accept_prob``.
+        step_size: initial MALA step size, adapted toward ``target_accept_prob``;
+            ``None`` for 0.05, or 0.5 (in the latent space) with ``"neutra"``.
         target_accept_prob: MALA acceptance aimed at; ``None`` for 0.65, or
             0.75 with ``"neutra"``.
         energy_penalty: ``c`` of the ``c · mean(E(x+)² + E(x-)²)`` penalty.
@@ -162,7 +163,7 @@ class EBMTrainer:
         num_rounds: int = 4,
         num_local_steps: int | None = None,
         num_particles: int = 64,
-        step_size: float = 0.05,
+        step_size: float | None = None,
         target_accept_prob: float | None = None,
         energy_penalty: float = 0.0,
         max_grad_norm: float = 10.0,
@@ -172,7 +173,9 @@ class EBMTrainer:
         flow_fit_steps: int = 2000,
         flow_learning_rate: float = 3e-3,
     ):
-        num_local_steps, target_accept_prob = method_defaults(method, num_local_steps, target_accept_prob)
+        num_local_steps, target_accept_prob, step_size = method_defaults(
+            method, num_local_steps, target_accept_prob, step_size
+        )
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if ema_decay is not None and not 0.0 <= ema_decay < 1.0:

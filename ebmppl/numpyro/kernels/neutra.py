@@ -87,7 +87,7 @@ class NeuTraHMC(EnsembleKernel):
             unconstrained parameters; then ``init_params`` must be given to
             ``MCMC.run``, with a leading axis of size ``num_chains``.
         flow: the transport's flow: ``None`` for
-            :func:`~ebmppl.numpyro.flows.neutra_flow` (an affine coupling flow),
+            :func:`~ebmppl.numpyro.flows.neutra_flow` (an inverse autoregressive affine flow),
             a factory ``(key, dim) -> flow``, or a flowjax distribution of shape
             ``(D,)`` with an exact inverse (used from the first iteration and
             warm-started by the fits).
