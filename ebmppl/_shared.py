@@ -39,8 +39,7 @@ def check_flow_mcmc_options(
     Raises:
         ValueError: naming the argument that is out of range.
     """
-    if (model is None) == (potential_fn is None):
-        raise ValueError("FlowMCMC needs exactly one of `model` and `potential_fn`")
+    _check_kernel_target("FlowMCMC", model, potential_fn, target_accept_prob)
     if local_kernel not in ("mala", "hmc"):
         raise ValueError(f"local_kernel must be 'mala' or 'hmc', got {local_kernel!r}")
     if num_leapfrog is None:
@@ -52,8 +51,6 @@ def check_flow_mcmc_options(
             "need num_particles >= 2, num_local_steps >= 0, num_leapfrog >= 1, step_size > 0; "
             f"got {num_particles}, {num_local_steps}, {num_leapfrog}, {step_size}"
         )
-    if not 0.0 < target_accept_prob < 1.0:
-        raise ValueError(f"target_accept_prob must lie in (0, 1), got {target_accept_prob}")
     return num_leapfrog
 
 
@@ -72,14 +69,19 @@ def check_neutra_options(
     Raises:
         ValueError: naming the argument that is out of range.
     """
-    if (model is None) == (potential_fn is None):
-        raise ValueError("NeuTraHMC needs exactly one of `model` and `potential_fn`")
+    _check_kernel_target("NeuTraHMC", model, potential_fn, target_accept_prob)
     if fit not in ("forward", "reverse"):
         raise ValueError(f"fit must be 'forward' or 'reverse' (KL), got {fit!r}")
     if not step_size > 0 or int(max_leapfrog) < 1:
         raise ValueError(f"need step_size > 0 and max_leapfrog >= 1, got {step_size}, {max_leapfrog}")
     if trajectory_length is not None and not trajectory_length > 0:
         raise ValueError(f"trajectory_length must be positive or None (adapted), got {trajectory_length}")
+
+
+def _check_kernel_target(name: str, model, potential_fn, target_accept_prob: float) -> None:
+    """What every kernel checks: one target, and an acceptance to aim at in (0, 1)."""
+    if (model is None) == (potential_fn is None):
+        raise ValueError(f"{name} needs exactly one of `model` and `potential_fn`")
     if not 0.0 < target_accept_prob < 1.0:
         raise ValueError(f"target_accept_prob must lie in (0, 1), got {target_accept_prob}")
 

@@ -248,6 +248,13 @@ def fit_diagonal_whitening(points: jax.Array, jitter: float = 1e-6) -> Whitening
 
     Unlike :func:`fit_whitening` it does not rotate, so the coordinates keep
     the model's order, which an autoregressive flow follows.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from ebmppl.numpyro.flows import fit_diagonal_whitening
+        >>> w = fit_diagonal_whitening(jnp.array([[0.0, 10.0], [2.0, 30.0]]))
+        >>> w.loc.tolist(), jnp.diag(w.matrix).round(3).tolist()
+        ([1.0, 20.0], [1.0, 10.0])
     """
     loc = points.mean(0)
     var = points.var(0)

@@ -23,6 +23,15 @@ class FlowBase(Distribution):
 
     Args:
         flow: an unconditional flowjax distribution.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from ebmppl.numpyro import Potential
+        >>> from ebmppl.numpyro.flows import neutra_flow
+        >>> flow = neutra_flow(jax.random.key(0), 2)
+        >>> potential = Potential(lambda x: jnp.sum(x**2, -1), event_shape=(2,), base=flow)
+        >>> type(potential.base).__name__, potential.backbone is flow
+        ('FlowBase', True)
     """
 
     arg_constraints = {}

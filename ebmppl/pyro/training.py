@@ -162,7 +162,7 @@ class EBMTrainer:
         self._failures = 0
 
     # --- set-up ----------------------------------------------------------------------------
-    def _setup(self, args, kwargs) -> None:
+    def _setup(self, args, kwargs, fit_backbone: bool = True) -> None:
         with poutine.block():
             trace = poutine.trace(self.model).get_trace(*args, **kwargs)
         sites = [
@@ -195,8 +195,10 @@ class EBMTrainer:
         self.ebm_optimizer = self._make_optimizer(self.params)
         self.flow_optimizer = self._make_optimizer([p for p in self.flow.parameters() if p.requires_grad])
         if self.method == "neutra":  # the backbone: maximum likelihood on the data, then frozen
-            fit_flow([self.flow], data, num_steps=self.flow_fit_steps, batch_size=self.batch_size,
-                     learning_rate=self.flow_learning_rate)
+            if fit_backbone:  # (not when a checkpoint's flow is about to replace it)
+                fit_flow([self.flow], data, num_steps=self.flow_fit_steps, batch_size=self.batch_size,
+                         learning_rate=self.flow_learning_rate)
+            self.flow.requires_grad_(False)
             self.potential = Potential(self.potential.energy, event_shape=tuple(self.potential.event_shape),
                                        base=self.flow)
         with torch.no_grad():
@@ -414,7 +416,7 @@ class EBMTrainer:
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError("not an ebmppl Pyro training checkpoint")
         if not self._ready:
-            self._setup(args, kwargs)
+            self._setup(args, kwargs, fit_backbone=False)
         if len(state["params"]) != len(self.params) or any(
             a.shape != b.shape for a, b in zip(state["params"], self.params)
         ):

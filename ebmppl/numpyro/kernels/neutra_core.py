@@ -9,8 +9,17 @@ number of leapfrog steps, then, during warm-up, step-size adaptation,
 storage of the walkers' data-space states and, at the scheduled iterations,
 a refit of the transport (reverse KL to the target, or forward KL on the
 stored states) followed by a new trajectory length; walkers stranded far
-out in the new latent space start again from draws of the transport. Walkers keep their
-data-space position across a refit.
+out in the new latent space start again from draws of the transport; the
+others keep their data-space position across a refit.
+
+Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from ebmppl.numpyro.flows import identity_whitening, neutra_flow, partition_flow
+    >>> from ebmppl.numpyro.kernels.neutra_core import Transport, latent_logdensity
+    >>> params, static = partition_flow(neutra_flow(jax.random.key(0), 2))
+    >>> fn = latent_logdensity(lambda x: -0.5 * jnp.sum(x**2), Transport(params, identity_whitening(2)), static)
+    >>> float(fn(jnp.ones(2))[0])  # a fresh flow is the identity: the target itself
+    -1.0
 """
 
 from __future__ import annotations

@@ -14,6 +14,14 @@ stranded far out in the new latent space, which start again from draws of
 the transport. :func:`step`
 returns a new state and leaves its input as it was; randomness comes from
 torch's generator. It mirrors :mod:`ebmppl.numpyro.kernels.neutra_core`.
+
+Example:
+    >>> import torch
+    >>> from ebmppl.pyro.flows import identity_whitening, neutra_flow
+    >>> from ebmppl.pyro.kernels.neutra_core import Transport, latent_logdensity
+    >>> fn = latent_logdensity(lambda x: -0.5 * (x**2).sum(-1), Transport(neutra_flow(2), identity_whitening(2)))
+    >>> fn(torch.ones(1, 2))[0].tolist()  # a fresh flow is the identity: the target itself
+    [-1.0]
 """
 
 from __future__ import annotations
