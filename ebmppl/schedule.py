@@ -61,6 +61,24 @@ class WarmupSchedule:
         fits = tuple(spacing * (k + 1) - 1 for k in range(num_fits))
         return cls(fit_iterations=fits, window=min(spacing, max_window))
 
+    @classmethod
+    def neutra(cls, num_warmup: int) -> "WarmupSchedule":
+        """NeuTraHMC's default: a fitting budget that follows the warm-up length.
+
+        One fit per 100 warm-up iterations, at most four, evenly spaced as in
+        :meth:`default`; each fit stops when its loss stops improving, within
+        a cap of ``2 * num_warmup`` Adam steps (at least 200, at most 2000).
+
+        Example:
+            >>> from ebmppl.schedule import WarmupSchedule
+            >>> WarmupSchedule.neutra(1000).fit_iterations, WarmupSchedule.neutra(1000).fit_steps
+            ((199, 399, 599, 799), 2000)
+            >>> WarmupSchedule.neutra(200).fit_iterations, WarmupSchedule.neutra(200).fit_steps
+            ((65, 131), 400)
+        """
+        num_fits = min(4, max(1, num_warmup // 100))
+        return cls.default(num_warmup, num_fits=num_fits).replace(fit_steps=min(2000, max(200, 2 * num_warmup)))
+
     def replace(self, **changes) -> "WarmupSchedule":
         """A copy with some fields changed."""
         return dataclasses.replace(self, **changes)

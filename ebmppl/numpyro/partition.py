@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ebmppl._shared import LogPartition, log_partition_from_log_weights
+from ebmppl.numpyro.keys import typed_key
 from ebmppl.numpyro.potential import Potential
 
 __all__ = ["LogPartition", "log_partition"]
@@ -47,7 +48,7 @@ def log_partition(
     otherwise bias ``log Z`` low with an over-confident standard error.
 
     Args:
-        rng_key: JAX key.
+        rng_key: JAX key (``jax.random.key`` or ``jax.random.PRNGKey``).
         potential: a :class:`~ebmppl.numpyro.Potential` (its ``log_prob`` is
             the unnormalized log density).
         flow: the proposal: a flowjax distribution or a NumPyro distribution
@@ -73,7 +74,7 @@ def log_partition(
     base = potential.base if defensive > 0 else None
     num_base = 0 if base is None else int(round(defensive * num_samples))
     share = num_base / num_samples
-    flow_key, base_key = jax.random.split(rng_key)
+    flow_key, base_key = jax.random.split(typed_key(rng_key))
     log_weights = []
     for source, count_all, key in ((flow, num_samples - num_base, flow_key), (base, num_base, base_key)):
         for i, chunk_key in enumerate(jax.random.split(key, max(1, -(-count_all // batch_size)))):

@@ -11,6 +11,8 @@ from typing import Callable
 import jax.numpy as jnp
 from numpyro.distributions import Distribution, constraints
 
+from ebmppl.numpyro.keys import typed_key
+
 __all__ = ["FlowBase", "Potential"]
 
 
@@ -48,7 +50,7 @@ class FlowBase(Distribution):
         return self.flow.log_prob(value)
 
     def sample(self, key, sample_shape=()):
-        return self.flow.sample(key, tuple(sample_shape))
+        return self.flow.sample(typed_key(key), tuple(sample_shape))
 
 
 class Potential(Distribution):

@@ -57,6 +57,7 @@ from ebmppl.numpyro.flows import check_flow, default_flow, fit_flow, identity_wh
 from ebmppl.numpyro.flows import proposal_log_prob, proposal_sample_and_log_prob
 from ebmppl.numpyro.kernels.isir import isir_step
 from ebmppl.numpyro.kernels.local import LocalState, hmc_step
+from ebmppl.numpyro.keys import typed_key
 from ebmppl.numpyro.potential import Potential
 
 __all__ = ["EBMTrainer", "TrainResult", "TrainState", "load_checkpoint", "save_checkpoint"]
@@ -256,7 +257,7 @@ class EBMTrainer:
     # --- init / update / run --------------------------------------------------------
     def init(self, rng_key, *args, **kwargs) -> TrainState:
         """The state before the first update: energy as built, flow fresh, pool from the flow."""
-        model_key, flow_key, pool_key, key = jax.random.split(rng_key, 4)
+        model_key, flow_key, pool_key, key = jax.random.split(typed_key(rng_key), 4)
         name, params, data = self._inspect(model_key, args, kwargs)
         dim = data.shape[-1]
         factory = default_flow if self._flow is None else self._flow

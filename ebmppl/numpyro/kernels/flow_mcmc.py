@@ -10,6 +10,7 @@ from numpyro.infer.initialization import init_to_uniform
 
 from ebmppl.numpyro.flows import default_flow, partition_flow
 from ebmppl.numpyro.kernels import core
+from ebmppl.numpyro.keys import typed_key
 from ebmppl.numpyro.kernels.setup import (
     EnsembleKernel,
     build_flow,
@@ -135,6 +136,7 @@ class FlowMCMC(EnsembleKernel):
         self._num_leapfrog = num_leapfrog
         self._step_size = float(step_size)
         self._target_accept_prob = float(target_accept_prob)
+        self._user_schedule = schedule  # as given; `_schedule` is the one resolved for a run
         self._schedule = schedule
         self._init_strategy = init_strategy
         self._postprocess_fn = None
@@ -155,7 +157,10 @@ class FlowMCMC(EnsembleKernel):
     # --- init / sample ---------------------------------------------------------------
     def init(self, rng_key, num_warmup, init_params=None, model_args=(), model_kwargs={}):
         num_chains = check_vectorized("FlowMCMC", rng_key)
+        # the state's key keeps the style the host gave (NumPyro swaps it in on a continued run);
+        # flowjax, inside the step, gets typed keys
         key, init_key, flow_key = jax.random.split(rng_key[0], 3)
+        flow_key = typed_key(flow_key)
         init_params, potential_fn, postprocess = initial_params(
             "FlowMCMC", init_key, num_chains, init_params, self._model, self._init_strategy,
             model_args, model_kwargs,
@@ -168,7 +173,7 @@ class FlowMCMC(EnsembleKernel):
         value_and_grad = jax.value_and_grad(logdensity)
         target = core.Target(jax.vmap(logdensity), jax.vmap(value_and_grad))
 
-        schedule = WarmupSchedule.default(num_warmup) if self._schedule is None else self._schedule
+        schedule = WarmupSchedule.default(num_warmup) if self._user_schedule is None else self._user_schedule
         schedule.validate(num_warmup)
         self._schedule = schedule
         flow, fresh_params, ready = build_flow(self._flow, default_flow, flow_key, dim, schedule)
@@ -181,12 +186,14 @@ class FlowMCMC(EnsembleKernel):
             target_accept_prob=self._target_accept_prob,
             schedule=schedule,
         )
-        state = core.init(position, target, params, fresh_params, config, self._step_size, ready)
+        # compiled: op by op, the first evaluation of the model and the flow costs seconds
+        start = jax.jit(lambda x, p, f: core.init(x, target, p, f, config, self._step_size, ready))
+        state = start(position, params, fresh_params)
         check_initial_energy("FlowMCMC", state.logdensity)
 
         def sample(state: FlowMCMCState, model_args, model_kwargs) -> FlowMCMCState:
             key, step_key = jax.random.split(state.rng_key)
-            new = core.step(step_key, state.core, target, static, config)
+            new = core.step(typed_key(step_key), state.core, target, static, config)
             return _wrap(new, unravel, key)
 
         self._sample_fn = sample

@@ -8,10 +8,12 @@ import jax
 import jax.numpy as jnp
 from numpyro import handlers
 from numpyro.infer.initialization import init_to_uniform
+from numpyro.infer.util import constrain_fn
 
 from ebmppl._shared import check_neutra_options
 from ebmppl.numpyro.flows import neutra_flow, partition_flow
 from ebmppl.numpyro.kernels import neutra_core as core
+from ebmppl.numpyro.keys import typed_key
 from ebmppl.numpyro.kernels.setup import (
     EnsembleKernel,
     build_flow,
@@ -146,6 +148,7 @@ class NeuTraHMC(EnsembleKernel):
         self._trajectory_length = None if trajectory_length is None else float(trajectory_length)
         self._max_leapfrog = int(max_leapfrog)
         self._target_accept_prob = float(target_accept_prob)
+        self._user_schedule = schedule  # as given; `_schedule` is the one resolved for a run
         self._schedule = schedule
         self._init_strategy = init_strategy
         self._postprocess_fn = None
@@ -153,8 +156,8 @@ class NeuTraHMC(EnsembleKernel):
 
     @staticmethod
     def default_schedule(num_warmup: int) -> WarmupSchedule:
-        """Four fits over the first 80% of warm-up, 2000 Adam steps each (see :class:`WarmupSchedule`)."""
-        return WarmupSchedule.default(num_warmup).replace(fit_steps=2000)
+        """:meth:`WarmupSchedule.neutra`: up to four fits, each stopped when its loss stops improving."""
+        return WarmupSchedule.neutra(num_warmup)
 
     # --- what NumPyro's MCMC reads -------------------------------------------------
     @property
@@ -172,7 +175,10 @@ class NeuTraHMC(EnsembleKernel):
     # --- init / sample ---------------------------------------------------------------
     def init(self, rng_key, num_warmup, init_params=None, model_args=(), model_kwargs={}):
         num_chains = check_vectorized("NeuTraHMC", rng_key)
+        # the state's key keeps the style the host gave (NumPyro swaps it in on a continued run);
+        # flowjax, inside the step, gets typed keys
         key, init_key, flow_key = jax.random.split(rng_key[0], 3)
+        flow_key = typed_key(flow_key)
         init_params, potential_fn, postprocess = initial_params(
             "NeuTraHMC", init_key, num_chains, init_params, self._model, self._init_strategy,
             model_args, model_kwargs,
@@ -182,9 +188,9 @@ class NeuTraHMC(EnsembleKernel):
         logdensity, unravel, position = flat_logdensity(self._potential_fn, init_params)
         dim = position.shape[1]
 
-        flow, schedule = self._flow, self._schedule
+        flow, schedule = self._flow, self._user_schedule
         first = jax.tree.map(lambda leaf: leaf[0], init_params)
-        backbone = self._backbone(init_key, first, dim, model_args, model_kwargs) if flow is None else None
+        backbone = self._backbone(typed_key(init_key), first, dim, model_args, model_kwargs) if flow is None else None
         if backbone is not None:
             flow = backbone
             schedule = WarmupSchedule(fit_iterations=(), window=1) if schedule is None else schedule
@@ -202,13 +208,17 @@ class NeuTraHMC(EnsembleKernel):
             max_leapfrog=self._max_leapfrog,
             trajectory_length=self._trajectory_length,
         )
-        check_initial_energy("NeuTraHMC", jax.vmap(logdensity)(position))
-        state = core.init(position, logdensity, params, static, fresh_params, config, self._step_size)
+        # compiled: op by op, the first evaluation of the model and the flow costs seconds
+        start = jax.jit(lambda x, p, f: (
+            jax.vmap(logdensity)(x), core.init(x, logdensity, p, static, f, config, self._step_size)
+        ))
+        initial, state = start(position, params, fresh_params)
+        check_initial_energy("NeuTraHMC", initial)
         check_initial_energy("NeuTraHMC", state.latent_logdensity)
 
         def sample(state: NeuTraHMCState, model_args, model_kwargs) -> NeuTraHMCState:
             key, step_key = jax.random.split(state.rng_key)
-            new = core.step(step_key, state.core, logdensity, static, config)
+            new = core.step(typed_key(step_key), state.core, logdensity, static, config)
             return _wrap(new, unravel, key)
 
         self._sample_fn = sample
@@ -218,8 +228,10 @@ class NeuTraHMC(EnsembleKernel):
         """The flow of the model's only latent site when it is a flow-backbone Potential."""
         if self._model is None:
             return None
-        # substituted values: a Potential cannot be sampled (only the sites' distributions matter here)
-        model = handlers.substitute(handlers.seed(self._model, key), data=params)
+        # substituted values: a Potential cannot be sampled (only the sites' distributions matter here);
+        # `params` are unconstrained, the model must see them constrained (a positive scale stays positive)
+        seeded = handlers.seed(self._model, key)
+        model = handlers.substitute(seeded, data=constrain_fn(seeded, model_args, model_kwargs, params))
         trace = handlers.trace(model).get_trace(*model_args, **model_kwargs)
         latent = [site for site in trace.values() if site["type"] == "sample" and not site["is_observed"]]
         if len(latent) != 1 or not isinstance(latent[0]["fn"], Potential):

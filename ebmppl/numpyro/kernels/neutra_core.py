@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from ebmppl._shared import FIT_CHUNK, FIT_DECAY, FIT_PATIENCE
 from ebmppl.numpyro.flows import Whitening, fit_diagonal_whitening, fit_flow
 from ebmppl.numpyro.kernels.core import AdaptState, _da_start, _identity, adapt_step_size, init_adapt
 from ebmppl.schedule import WarmupSchedule
@@ -386,22 +387,23 @@ def fit_flow_reverse(
 
     Minimises ``E_{z ~ N(0, I)}[log ρ(z) - log π(T(z)) - log|det J_T(z)|]``
     (the KL from the transport's push-forward to the target, minus ``log Z``) with Adam on
-    fresh standard-normal batches, the learning rate decaying to a tenth along a
-    cosine; draws where the target is not finite are left out of the mean,
-    and non-finite gradients skip the update. The
-    candidate with the lowest loss on a common batch of ``4 * batch_size``
+    fresh standard-normal batches; draws where the target is not finite are
+    left out of the mean, and non-finite gradients skip the update. A fit
+    stops when its loss stops improving (see :data:`~ebmppl._shared.FIT_CHUNK`):
+    ``num_steps`` is a cap. The candidates are trained one after the other and
+    the one with the lowest loss on a common batch of ``4 * batch_size``
     draws is returned.
 
     Returns:
         ``(params, losses)`` as :func:`~ebmppl.numpyro.flows.fit_flow`.
     """
-    # the rate decays to a tenth by a cosine: the end of a fit averages out the minibatch noise
-    rate = optax.cosine_decay_schedule(learning_rate, num_steps, alpha=0.1)
     optimizer = optax.chain(
         optax.clip_by_global_norm(10.0),
-        optax.apply_if_finite(optax.adam(rate), max_consecutive_errors=1_000_000),
+        optax.apply_if_finite(optax.adam(learning_rate), max_consecutive_errors=1_000_000),
     )
     dim = whitening.loc.shape[0]
+    chunk = min(FIT_CHUNK, num_steps)
+    num_chunks = max(1, num_steps // chunk)
 
     def loss_fn(params, z):
         fn = jax.vmap(latent_logdensity(logdensity, Transport(params, whitening), static))
@@ -414,24 +416,59 @@ def fit_flow_reverse(
         mean = jnp.sum(jnp.where(finite, gap, 0.0)) / jnp.maximum(jnp.sum(finite), 1)
         return jnp.where(jnp.any(finite), mean, jnp.nan) - 0.5 * dim * math.log(2 * math.pi)
 
-    def train_one(params, train_key):
+    def train_chunk(params, opt_state, scale, chunk_key):
         def one_step(carry, step_key):
             params, opt_state = carry
             z = jax.random.normal(step_key, (batch_size, dim))
-            grads = jax.grad(loss_fn)(params, z)
+            loss, grads = jax.value_and_grad(loss_fn)(params, z)
             updates, opt_state = optimizer.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), None
+            updates = jax.tree.map(lambda u: scale * u, updates)
+            return (optax.apply_updates(params, updates), opt_state), loss
 
-        (params, _), _ = jax.lax.scan(
-            one_step, (params, optimizer.init(params)), jax.random.split(train_key, num_steps)
+        (params, opt_state), losses = jax.lax.scan(
+            one_step, (params, opt_state), jax.random.split(chunk_key, chunk)
         )
-        return params
+        return params, opt_state, losses
+
+    def train_one(args):
+        params, train_key = args
+
+        def keep_going(carry):
+            _, _, stage, _, _, n, _ = carry
+            return (stage < 2) & (n < num_chunks)
+
+        def body(carry):
+            params, opt_state, stage, stalled, best, n, key = carry
+            key, chunk_key = jax.random.split(key)
+            scale = jnp.where(stage == 0, 1.0, FIT_DECAY)
+            params, opt_state, losses = train_chunk(params, opt_state, scale, chunk_key)
+            mean, stderr = _mean_and_stderr(losses)
+            improved = mean < best - stderr
+            stalled = jnp.where(improved, 0, stalled + 1)
+            stage = jnp.where(stalled >= FIT_PATIENCE, stage + 1, stage)
+            stalled = jnp.where(stalled >= FIT_PATIENCE, 0, stalled)
+            best = jnp.where(improved, mean, best)
+            return params, opt_state, stage, stalled, best, n + 1, key
+
+        zero = jnp.asarray(0)
+        init = (params, optimizer.init(params), zero, zero, jnp.asarray(jnp.inf), zero, train_key)
+        return jax.lax.while_loop(keep_going, body, init)[0]
 
     eval_key, train_key = jax.random.split(key)
     num_candidates = jax.tree.leaves(candidates)[0].shape[0]
-    trained = jax.vmap(train_one)(candidates, jax.random.split(train_key, num_candidates))
+    trained = jax.lax.map(train_one, (candidates, jax.random.split(train_key, num_candidates)))
     z_eval = jax.random.normal(eval_key, (4 * batch_size, dim))
     losses = jax.vmap(loss_fn, in_axes=(0, None))(trained, z_eval)
     losses = jnp.where(jnp.isfinite(losses), losses, jnp.inf)
     best = jnp.argmin(losses)
     return jax.tree.map(lambda leaf: leaf[best], trained), losses
+
+
+def _mean_and_stderr(losses: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The mean of a chunk's finite minibatch losses and its standard error (``inf`` if none is finite)."""
+    finite = jnp.isfinite(losses)
+    count = jnp.sum(finite)
+    mean = jnp.sum(jnp.where(finite, losses, 0.0)) / jnp.maximum(count, 1)
+    var = jnp.sum(jnp.where(finite, (losses - mean) ** 2, 0.0)) / jnp.maximum(count - 1, 1)
+    stderr = jnp.sqrt(var / jnp.maximum(count, 1))
+    return jnp.where(count > 0, mean, jnp.inf), jnp.where(count > 1, stderr, jnp.inf)

@@ -114,6 +114,7 @@ class FlowMCMC(WalkerKernel):
         self.model = model
         self.potential_fn = potential_fn
         self.transforms = None
+        self._user_num_walkers = num_walkers  # as given; `_num_walkers` is the run's
         self._num_walkers = num_walkers
         self._flow = flow
         self._num_particles = num_particles
@@ -121,6 +122,7 @@ class FlowMCMC(WalkerKernel):
         self._num_leapfrog = num_leapfrog
         self._step_size = float(step_size)
         self._target_accept_prob = float(target_accept_prob)
+        self._user_schedule = schedule  # as given; `_schedule` is the one resolved for a run
         self._schedule = schedule
         self._init_strategy = init_strategy
         self._initial_params = None
@@ -130,7 +132,7 @@ class FlowMCMC(WalkerKernel):
 
     def setup(self, warmup_steps: int, *args, **kwargs) -> None:
         user_params = self._user_initial_params
-        num_walkers = resolve_num_walkers("FlowMCMC", self._num_walkers, user_params, default=40)
+        num_walkers = resolve_num_walkers("FlowMCMC", self._user_num_walkers, user_params, default=40)
         self._num_walkers = num_walkers
         target, layout, position, self.transforms = flat_target(
             "FlowMCMC", self.model, self.potential_fn, args, kwargs, num_walkers, user_params, self._init_strategy
@@ -138,7 +140,7 @@ class FlowMCMC(WalkerKernel):
         device = position.device
         dim = position.shape[1]
 
-        schedule = WarmupSchedule.default(warmup_steps) if self._schedule is None else self._schedule
+        schedule = WarmupSchedule.default(warmup_steps) if self._user_schedule is None else self._user_schedule
         schedule.validate(warmup_steps)
         self._schedule = schedule
         flow, factory, ready = build_flow(self._flow, default_flow, dim, device)

@@ -116,6 +116,7 @@ class NeuTraHMC(WalkerKernel):
         self.model = model
         self.potential_fn = potential_fn
         self.transforms = None
+        self._user_num_walkers = num_walkers  # as given; `_num_walkers` is the run's
         self._num_walkers = num_walkers
         self._flow = flow
         self._fit = fit
@@ -123,6 +124,7 @@ class NeuTraHMC(WalkerKernel):
         self._trajectory_length = None if trajectory_length is None else float(trajectory_length)
         self._max_leapfrog = int(max_leapfrog)
         self._target_accept_prob = float(target_accept_prob)
+        self._user_schedule = schedule  # as given; `_schedule` is the one resolved for a run
         self._schedule = schedule
         self._init_strategy = init_strategy
         self._initial_params = None
@@ -132,18 +134,18 @@ class NeuTraHMC(WalkerKernel):
 
     @staticmethod
     def default_schedule(num_warmup: int) -> WarmupSchedule:
-        """Four fits over the first 80% of warm-up, 2000 Adam steps each (see :class:`~ebmppl.WarmupSchedule`)."""
-        return WarmupSchedule.default(num_warmup).replace(fit_steps=2000)
+        """:meth:`WarmupSchedule.neutra`: up to four fits, each stopped when its loss stops improving."""
+        return WarmupSchedule.neutra(num_warmup)
 
     def setup(self, warmup_steps: int, *args, **kwargs) -> None:
         user_params = self._user_initial_params
-        num_walkers = resolve_num_walkers("NeuTraHMC", self._num_walkers, user_params, default=40)
+        num_walkers = resolve_num_walkers("NeuTraHMC", self._user_num_walkers, user_params, default=40)
         self._num_walkers = num_walkers
         target, layout, position, self.transforms = flat_target(
             "NeuTraHMC", self.model, self.potential_fn, args, kwargs, num_walkers, user_params, self._init_strategy
         )
         dim = position.shape[1]
-        flow, schedule = self._flow, self._schedule
+        flow, schedule = self._flow, self._user_schedule
         backbone = self._backbone(dim, args, kwargs) if flow is None else None
         if backbone is not None:
             flow = backbone

@@ -32,6 +32,7 @@ from typing import Callable, NamedTuple
 import torch
 from torch import nn
 
+from ebmppl._shared import FIT_CHUNK, FIT_DECAY, FIT_PATIENCE
 from ebmppl.pyro.flows import Whitening, base_maps, fit_diagonal_whitening, fit_flow, fresh_copy, identity_whitening
 from ebmppl.pyro.kernels.core import AdaptState, Target, _da_start, adapt_step_size, init_adapt
 from ebmppl.schedule import WarmupSchedule
@@ -354,9 +355,10 @@ def fit_flow_reverse(
     Each candidate is trained in place to minimise
     ``E_{z ~ N(0, I)}[log ρ(z) - log π(T(z)) - log|det J_T(z)|]`` (the KL from
     the transport's push-forward to the target, minus ``log Z``) with Adam on
-    fresh standard-normal batches, the learning rate decaying to a tenth along a
-    cosine; draws where the target is not finite are left out of the mean, and
-    steps with a non-finite loss or gradient are skipped. The
+    fresh standard-normal batches; draws where the target is not finite are
+    left out of the mean, and steps with a non-finite loss or gradient are
+    skipped. A fit stops when its loss stops improving (see
+    :data:`~ebmppl._shared.FIT_CHUNK`): ``num_steps`` is a cap. The
     candidate with the lowest loss on a common batch of ``4 * batch_size``
     draws is returned.
 
@@ -381,23 +383,35 @@ def fit_flow_reverse(
         return (-0.5 * (z**2).sum(-1) - value).mean() - half_log_two_pi
 
     z_eval = torch.randn(4 * batch_size, dim, dtype=reference.dtype, device=reference.device)
+    chunk = min(FIT_CHUNK, num_steps)
+    num_chunks = max(1, num_steps // chunk)
     losses = []
     for flow in candidates:
         parameters = [p for p in flow.parameters() if p.requires_grad]
         optimizer = torch.optim.Adam(parameters, lr=learning_rate)
-        decay = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda k: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(k, num_steps) / num_steps))
-        )
-        for _ in range(num_steps):
-            z = torch.randn(batch_size, dim, dtype=reference.dtype, device=reference.device)
-            with torch.enable_grad():
-                loss = loss_fn(flow, z)
-                optimizer.zero_grad()
-                loss.backward()
-            norm = torch.nn.utils.clip_grad_norm_(parameters, 10.0)
-            if torch.isfinite(loss) and torch.isfinite(norm):
-                optimizer.step()
-                decay.step()
+        stage, stalled, best = 0, 0, math.inf
+        for _ in range(num_chunks):
+            chunk_losses = []
+            for _ in range(chunk):
+                z = torch.randn(batch_size, dim, dtype=reference.dtype, device=reference.device)
+                with torch.enable_grad():
+                    loss = loss_fn(flow, z)
+                    optimizer.zero_grad()
+                    loss.backward()
+                norm = torch.nn.utils.clip_grad_norm_(parameters, 10.0)
+                if torch.isfinite(loss) and torch.isfinite(norm):
+                    optimizer.step()
+                chunk_losses.append(loss.detach())
+            mean, stderr = _mean_and_stderr(torch.stack(chunk_losses))
+            improved = mean < best - stderr
+            stalled = 0 if improved else stalled + 1
+            best = mean if improved else best
+            if stalled >= FIT_PATIENCE:  # a plateau: first a lower rate, then stop
+                stage, stalled = stage + 1, 0
+                if stage == 2:
+                    break
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate * FIT_DECAY
         with torch.no_grad():
             loss = loss_fn(flow, z_eval)
         losses.append(loss if torch.isfinite(loss) else torch.full_like(loss, math.inf))
@@ -405,3 +419,13 @@ def fit_flow_reverse(
     for flow in candidates:
         flow.requires_grad_(False)
     return candidates[int(torch.argmin(losses))], losses
+
+
+def _mean_and_stderr(losses: torch.Tensor) -> tuple[float, float]:
+    """The mean of a chunk's finite minibatch losses and its standard error (``inf`` if none is finite)."""
+    finite = losses[torch.isfinite(losses)]
+    if finite.numel() == 0:
+        return math.inf, math.inf
+    if finite.numel() == 1:
+        return float(finite[0]), math.inf
+    return float(finite.mean()), float(finite.std() / math.sqrt(finite.numel()))
