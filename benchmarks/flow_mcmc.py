@@ -90,7 +90,7 @@ def run_pyro_flow_mcmc(target, init, seed):
                            disable_progbar=True)
     start = time.perf_counter()
     mcmc.run()
-    samples = np.moveaxis(mcmc.get_samples()["x"].numpy(), 1, 0)  # walkers as chains
+    samples = mcmc.get_samples(group_by_chain=True)["x"].numpy()  # walkers as chains
     return samples, time.perf_counter() - start
 
 

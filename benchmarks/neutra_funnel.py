@@ -81,7 +81,7 @@ def run_pyro(seed: int, chains: int, warmup: int, draws: int):
     mcmc = MCMC(kernel, warmup_steps=warmup, num_samples=draws, disable_progbar=True)
     mcmc.run()
     wall = time.perf_counter() - start
-    v = mcmc.get_samples()["v"].numpy().T  # (walkers, draws)
+    v = mcmc.get_samples(group_by_chain=True)["v"].numpy()  # (walkers, draws)
     return v, int(kernel.sample_stats[-1]["diverging"].sum()), wall
 
 

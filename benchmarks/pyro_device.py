@@ -37,7 +37,7 @@ def run(device: str, walkers: int, seed: int = 0) -> dict:
         if device == "cuda":
             torch.cuda.synchronize()
         wall = time.perf_counter() - start
-        x = np.moveaxis(mcmc.get_samples()["x"].cpu().numpy(), 1, 0)
+        x = mcmc.get_samples(group_by_chain=True)["x"].cpu().numpy()  # (walkers, draws, D)
     finally:
         torch.set_default_device("cpu")
     data = az.convert_to_dataset({"x": x})

@@ -105,11 +105,7 @@ def _from_pyro(mcmc) -> tuple[dict, dict]:
     if not type(kernel).__module__.startswith("ebmppl.pyro"):  # one walker per Pyro chain
         return samples, _pyro_divergences(mcmc, samples)
     runs = [run for run in kernel.sample_stats if run["accept_prob"].numel()]
-    # (chains, draws, walkers, ...) -> (chains * walkers, draws, ...)
-    posterior = {}
-    for name, v in samples.items():
-        v = np.moveaxis(v, 2, 1)
-        posterior[name] = v.reshape((-1,) + v.shape[2:])
+    posterior = samples  # the kernel reports its walkers as Pyro chains: (chains * walkers, draws, ...)
     if len(runs) != mcmc.num_chains:
         warnings.warn(
             "the kernel's per-draw statistics stay in the worker processes when Pyro runs "

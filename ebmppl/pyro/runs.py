@@ -244,7 +244,7 @@ def sample_run(run_dir: str | os.PathLike, num: int, seed: int = 0, num_chains: 
     mcmc = MCMC(kernel, num_samples=per_chain, warmup_steps=num_warmup, disable_progbar=not progress,
                 initial_params={"x": potential.flow().sample((num_chains,))})
     mcmc.run()
-    x = mcmc.get_samples()["x"].numpy().transpose(1, 0, 2)  # (chains, draws, D)
+    x = mcmc.get_samples(group_by_chain=True)["x"].numpy()  # (chains, draws, D)
     stats = kernel.sample_stats[-1]
     return dict(
         draws=x.transpose(1, 0, 2).reshape(-1, dim)[:num],

@@ -64,9 +64,9 @@ def test_flow_mcmc_walkers_become_chains(run):
 
 def test_pyro_walkers_match_get_samples():
     mcmc = pyro_flow_mcmc()
-    walkers = mcmc.get_samples()["loc"].numpy()  # (draws, walkers, 3)
-    np.testing.assert_array_equal(np.asarray(to_arviz(mcmc)["posterior"]["loc"]),
-                                  np.moveaxis(walkers, 1, 0))
+    walkers = mcmc.get_samples(group_by_chain=True)["loc"].numpy()  # (walkers, draws, 3)
+    assert walkers.shape[0] == mcmc.kernel.num_walkers
+    np.testing.assert_array_equal(np.asarray(to_arviz(mcmc)["posterior"]["loc"]), walkers)
     lp = np.asarray(to_arviz(mcmc)["sample_stats"]["lp"])
     energy = mcmc.kernel.sample_stats[-1]["potential_energy"].numpy()
     np.testing.assert_array_equal(lp, -energy)

@@ -19,7 +19,7 @@ def run_flow_mcmc(seed=0, *, initial_params=None, num_warmup=500, num_samples=50
 
 def draws(mcmc, site="x"):
     """Draws grouped by walker as numpy, shape (walkers, draws, ...)."""
-    return np.moveaxis(mcmc.get_samples()[site].numpy(), 1, 0)
+    return mcmc.get_samples(group_by_chain=True)[site].numpy()
 
 
 def stats(mcmc):

@@ -57,7 +57,7 @@ def test_loaded_potential_is_normalised_and_samples_its_posterior(run):
     mcmc = MCMC(FlowMCMC(model, num_walkers=walkers), warmup_steps=400, num_samples=500,
                 initial_params={"x": init}, disable_progbar=True)
     mcmc.run()
-    x = mcmc.get_samples()["x"].numpy().transpose(1, 0, 2)  # (walkers, draws, 2)
+    x = mcmc.get_samples(group_by_chain=True)["x"].numpy()  # (walkers, draws, 2)
     ess = np.asarray(az.ess(az.convert_to_dataset({"x": x}), method="mean")["x"])
     mcse = sd / np.sqrt(ess)
     draws = x.reshape(-1, 2)

@@ -34,9 +34,16 @@ class FlowMCMC(WalkerKernel):
     latent sites and reports draws in the constrained space.
 
     Run it with ``MCMC(kernel, num_samples, warmup_steps)`` (one Pyro
-    chain): every site of ``mcmc.get_samples()`` then has a walker axis
-    after the draw axis, ``(num_samples, num_walkers, *site_shape)``, and
-    :func:`ebmppl.diagnostics.to_arviz` turns walkers into ArviZ chains.
+    chain). ``MCMC`` reports the walkers as its chains (see
+    :class:`~ebmppl.pyro.kernels.setup.WalkersAsChains`):
+    ``mcmc.get_samples(group_by_chain=True)`` has shape
+    ``(num_walkers, num_samples, *site_shape)`` and ``mcmc.get_samples()``
+    flattens walkers and draws, walker by walker, into
+    ``(num_walkers * num_samples, *site_shape)``, which ``Predictive`` takes
+    as it is; ``mcmc.summary()`` and ``mcmc.diagnostics()`` compute R-hat and
+    ESS across walkers, and :func:`ebmppl.diagnostics.to_arviz` gives one
+    ArviZ chain per walker (``az.from_pyro`` reads Pyro's chain count, one,
+    and cannot).
     ``kernel.sample_stats`` holds per-draw ``accept_prob``,
     ``potential_energy``, ``global_accept_prob`` and ``local_accept_prob``.
     The model is evaluated for all walkers at once in an outermost
@@ -79,8 +86,8 @@ class FlowMCMC(WalkerKernel):
         >>> mcmc = MCMC(FlowMCMC(model, num_walkers=8), warmup_steps=100, num_samples=50,
         ...             disable_progbar=True)
         >>> mcmc.run()
-        >>> mcmc.get_samples()["x"].shape
-        torch.Size([50, 8, 2])
+        >>> mcmc.get_samples(group_by_chain=True)["x"].shape, mcmc.get_samples()["x"].shape
+        (torch.Size([8, 50, 2]), torch.Size([400, 2]))
     """
 
     def __init__(
@@ -143,7 +150,7 @@ class FlowMCMC(WalkerKernel):
         schedule = WarmupSchedule.default(warmup_steps) if self._user_schedule is None else self._user_schedule
         schedule.validate(warmup_steps)
         self._schedule = schedule
-        flow, factory, ready = build_flow(self._flow, default_flow, dim, device)
+        flow, factory, ready = build_flow(self._flow, default_flow, dim, device, position.dtype)
         config = core.Config(
             num_warmup=warmup_steps,
             num_local_steps=self._num_local_steps,

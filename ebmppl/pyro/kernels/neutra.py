@@ -83,8 +83,8 @@ class NeuTraHMC(WalkerKernel):
         >>> kernel = NeuTraHMC(model, num_walkers=4, schedule=NeuTraHMC.default_schedule(200).replace(fit_steps=50))
         >>> mcmc = MCMC(kernel, warmup_steps=200, num_samples=100, disable_progbar=True)
         >>> mcmc.run()
-        >>> mcmc.get_samples()["x"].shape
-        torch.Size([100, 4, 3])
+        >>> mcmc.get_samples(group_by_chain=True)["x"].shape  # (walkers, draws, 3)
+        torch.Size([4, 100, 3])
     """
 
     def __init__(
@@ -154,7 +154,7 @@ class NeuTraHMC(WalkerKernel):
             schedule = self.default_schedule(warmup_steps)
         schedule.validate(warmup_steps)
         self._schedule = schedule
-        flow, factory, _ = build_flow(flow, neutra_flow, dim, position.device)
+        flow, factory, _ = build_flow(flow, neutra_flow, dim, position.device, position.dtype)
         config = core.Config(
             num_warmup=warmup_steps,
             target_accept_prob=self._target_accept_prob,

@@ -23,7 +23,8 @@ from ebmppl.pyro.flows import as_flow_module, check_flow
 from ebmppl.pyro.kernels.target import Layout, model_target, potential_fn_target
 from ebmppl.schedule import WarmupSchedule
 
-__all__ = ["WalkerKernel", "build_flow", "check_initial_energy", "flat_target", "resolve_num_walkers"]
+__all__ = ["WalkerKernel", "WalkersAsChains", "build_flow", "check_initial_energy", "flat_target", "reporting_transforms",
+           "resolve_num_walkers"]
 
 
 class WalkerKernel(MCMCKernel):
@@ -92,7 +93,11 @@ def resolve_num_walkers(name: str, requested: int | None, params, default: int) 
 
 def flat_target(name, model, potential_fn, args, kwargs, num_walkers, user_params,
                 init_strategy: Callable = init_to_uniform):
-    """The batched target, its layout, the flat initial positions ``(C, D)`` and the sites' transforms."""
+    """The batched target, its layout, the flat initial positions ``(C, D)`` and the reporting transforms.
+
+    The positions keep the model's floating dtype (a float64 model is sampled
+    in float64); integer initial values become the default dtype.
+    """
     if model is not None:
         target, layout, params, transforms = model_target(
             model, args, kwargs, num_walkers=num_walkers, init_strategy=init_strategy,
@@ -106,10 +111,62 @@ def flat_target(name, model, potential_fn, args, kwargs, num_walkers, user_param
         target = potential_fn_target(potential_fn, layout, name=name)
         transforms = {}
     position = layout.flatten({k: torch.as_tensor(v) for k, v in params.items()})
-    return target, layout, position.to(torch.get_default_dtype()).detach(), transforms
+    if not position.is_floating_point():
+        position = position.to(torch.get_default_dtype())
+    return target, layout, position.detach(), reporting_transforms(layout, transforms)
 
 
-def build_flow(flow: Any, default: Callable, dim: int, device: torch.device):
+class WalkersAsChains:
+    """How Pyro's ``MCMC`` reports one site of a walker kernel: constrained, walkers as chains.
+
+    ``MCMC`` stacks the kernel's draws as ``(chains, draws, walkers, *shape)``
+    in the unconstrained space and maps them with ``transforms[site].inv``.
+    This ``inv`` constrains them (the site's own transform) and moves the
+    walker axis in front of the draws, merging it with Pyro's chain axis:
+    ``(chains * walkers, draws, *site_shape)``. ``mcmc.summary()``,
+    ``mcmc.diagnostics()``, ``az.from_pyro`` and ``Predictive`` then see one
+    chain per walker, as they would with ``num_chains`` Pyro chains. A value
+    with no draw axis (one draw of all walkers, ``(walkers, *shape)``) is only
+    constrained.
+
+    Example:
+        >>> import torch
+        >>> from ebmppl.pyro.kernels.setup import WalkersAsChains
+        >>> report = WalkersAsChains(torch.distributions.ExpTransform().inv, site_ndim=1)
+        >>> report.inv(torch.zeros(1, 5, 3, 2)).shape  # (chains, draws, walkers, 2) -> (walkers, draws, 2)
+        torch.Size([3, 5, 2])
+    """
+
+    def __init__(self, transform, site_ndim: int):
+        self.transform = transform  # constrained -> unconstrained, as Pyro's initialize_model gives it
+        self.site_ndim = site_ndim  # dims of one walker's unconstrained value
+
+    @property
+    def inv(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        return self._report
+
+    def __call__(self, value: torch.Tensor) -> torch.Tensor:
+        return self.transform(value)
+
+    def _report(self, u: torch.Tensor) -> torch.Tensor:
+        value = self.transform.inv(u)
+        lead = u.dim() - self.site_ndim - 1  # dims before the walker axis
+        if lead != 2:
+            return value
+        value = value.movedim(2, 1)  # (chains, walkers, draws, ...)
+        return value.reshape((-1,) + value.shape[2:])
+
+
+def reporting_transforms(layout: Layout, transforms: dict) -> dict[str, WalkersAsChains]:
+    """The ``transforms`` a walker kernel shows ``MCMC``: every site, walkers as chains."""
+    identity = torch.distributions.transforms.identity_transform
+    return {
+        name: WalkersAsChains(transforms.get(name, identity), len(shape))
+        for name, shape in zip(layout.names, layout.shapes)
+    }
+
+
+def build_flow(flow: Any, default: Callable, dim: int, device: torch.device, dtype: torch.dtype | None = None):
     """The initial flow, the factory for fresh restarts (or ``None``), and whether it is ready at once.
 
     Args:
@@ -117,12 +174,14 @@ def build_flow(flow: Any, default: Callable, dim: int, device: torch.device):
         default: the factory used for ``None``.
         dim: the latent dimension.
         device: where the flow lives.
+        dtype: its floating dtype (the walkers'); ``None`` for torch's default.
     """
+    dtype = torch.get_default_dtype() if dtype is None else dtype
     if flow is None:
         factory = default
     elif isinstance(flow, (torch.nn.Module, torch.distributions.TransformedDistribution)):
         # a copy: the kernel freezes (and refits) its flow, and must not change the caller's
-        module = copy.deepcopy(as_flow_module(flow)).to(device, torch.get_default_dtype())
+        module = copy.deepcopy(as_flow_module(flow)).to(device, dtype)
         check_flow(module, dim)
         return module, None, True
     elif callable(flow):
@@ -131,7 +190,7 @@ def build_flow(flow: Any, default: Callable, dim: int, device: torch.device):
         raise TypeError(f"flow must be None, a factory dim -> flow, or a flow; got {flow!r}")
 
     def build(d: int):
-        return as_flow_module(factory(d)).to(device, torch.get_default_dtype())
+        return as_flow_module(factory(d)).to(device, dtype)
 
     module = build(dim)
     check_flow(module, dim)
