@@ -3,10 +3,6 @@ draws map to every reference parameter, and the Pyro log density (one point, and
 all walkers at once as ``ebmppl``'s kernels evaluate it) equals NumPyro's up to a
 constant in unconstrained space."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -14,12 +10,7 @@ from numpyro.infer.util import constrain_fn, potential_energy
 from pyro.infer.mcmc.util import initialize_model as pyro_initialize_model
 
 from ebmppl.pyro.kernels.target import model_target
-
-_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "posteriordb_models.py"
-_SPEC = importlib.util.spec_from_file_location("posteriordb_models", _PATH)
-pdb = importlib.util.module_from_spec(_SPEC)
-sys.modules.setdefault("posteriordb_models", pdb)
-_SPEC.loader.exec_module(pdb)
+from test_common.posteriordb import pdb
 
 
 # float32 sums of up to 5,000 terms: the gap must be constant to this relative precision

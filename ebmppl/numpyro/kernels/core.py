@@ -27,7 +27,8 @@ from ebmppl.numpyro.kernels.isir import isir_step
 from ebmppl.numpyro.kernels.local import LocalState, hmc_step
 from ebmppl.schedule import WarmupSchedule
 
-__all__ = ["AdaptState", "Config", "CoreState", "FlowState", "Target", "adapt_step_size", "init", "init_adapt", "step"]
+__all__ = ["AdaptState", "Config", "CoreState", "FlowState", "Target", "adapt_step_size", "init", "init_adapt",
+           "score_whitening", "step"]
 
 _da_init, _da_update = dual_averaging()
 
@@ -78,11 +79,17 @@ class FlowState(NamedTuple):
         whitening: the affine map from whitened to latent coordinates.
         ready: whether global moves are made (false until the first fit of a
             flow built by ebmppl).
+        local: the preconditioner of the local moves: ``M`` with ``M Mᵀ`` the
+            inverse of the mean outer product of the target's score over the
+            warm-up iterations before the last fit (the Fisher information;
+            for a Gaussian, its covariance). Unlike the walkers' covariance, it
+            has the shape of one mode, not of the spread between modes.
     """
 
     params: Any
     whitening: Whitening
     ready: jax.Array
+    local: Whitening
 
 
 class AdaptState(NamedTuple):
@@ -96,6 +103,9 @@ class AdaptState(NamedTuple):
         num_fits: fits done so far.
         fit_losses: shape ``(restarts + 1,)``, the last fit's candidate losses
             (warm start first); NaN before the first fit.
+        score_sum: shape ``(D, D)``, the sum of ``∇log π ∇log πᵀ`` over walkers
+            and iterations since the last fit (FlowMCMC's preconditioner).
+        score_count: how many finite gradients ``score_sum`` holds.
     """
 
     dual_averaging: tuple
@@ -103,6 +113,8 @@ class AdaptState(NamedTuple):
     fresh_params: Any
     num_fits: jax.Array
     fit_losses: jax.Array
+    score_sum: jax.Array
+    score_count: jax.Array
 
 
 class CoreState(NamedTuple):
@@ -151,7 +163,8 @@ def init(
     logdensity, grad = target.logdensity_and_grad(position)
     zeros = jnp.zeros(num_walkers)
     adapt = init_adapt(position, fresh_params, config.schedule, step_size)
-    flow = FlowState(flow_params, _identity(dim, position.dtype), jnp.asarray(flow_ready))
+    identity = _identity(dim, position.dtype)
+    flow = FlowState(flow_params, identity, jnp.asarray(flow_ready), identity)
     return CoreState(
         i=jnp.zeros((), jnp.int32),
         position=position,
@@ -175,6 +188,8 @@ def init_adapt(position: jax.Array, fresh_params: Any, schedule: WarmupSchedule,
         fresh_params=fresh_params,
         num_fits=jnp.zeros((), jnp.int32),
         fit_losses=jnp.full((schedule.fresh_restarts + 1,), jnp.nan),
+        score_sum=jnp.zeros((position.shape[-1],) * 2, position.dtype),
+        score_count=jnp.zeros((), position.dtype),
     )
 
 
@@ -197,6 +212,16 @@ def adapt_step_size(adapt: AdaptState, step_size, position, accept_prob, it, con
     log_step = jnp.where(it == config.num_warmup - 1, da[1], da[0])
     window = adapt.window.at[it % config.schedule.window].set(position)
     return jnp.full_like(step_size, jnp.exp(log_step)), adapt._replace(dual_averaging=da, window=window)
+
+
+def _whitened(logdensity_and_grad: Callable, w: Whitening) -> Callable:
+    """The log density and gradient in whitened coordinates ``y``, ``x = loc + M y`` (row vectors)."""
+
+    def fn(y):
+        value, grad = logdensity_and_grad(w.loc + y @ w.matrix.T)
+        return value, grad @ w.matrix
+
+    return fn
 
 
 def _identity(dim, dtype):
@@ -247,7 +272,30 @@ def _fit(key, state: CoreState, flow_static, config: Config) -> tuple[FlowState,
         batch_size=schedule.batch_size,
         learning_rate=schedule.learning_rate,
     )
-    return FlowState(params, whitening, jnp.asarray(True)), losses
+    local = score_whitening(state.adapt.score_sum, state.adapt.score_count)
+    return FlowState(params, whitening, jnp.asarray(True), local), losses
+
+
+def score_whitening(score_sum: jax.Array, count: jax.Array, jitter: float = 1e-6) -> Whitening:
+    """``M = F^(-1/2)`` for ``F = score_sum / count`` (the identity when ``count`` is 0).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from ebmppl.numpyro.kernels.core import score_whitening
+        >>> w = score_whitening(jnp.diag(jnp.array([4.0, 0.25])) * 10, jnp.asarray(10.0))
+        >>> jnp.round(jnp.diag(w.matrix @ w.matrix.T), 4).tolist()  # the covariance of N(0, diag(1/4, 4))
+        [0.25, 4.0]
+    """
+    dim = score_sum.shape[-1]
+    fisher = score_sum / jnp.maximum(count, 1.0)
+    eigvals, eigvecs = jnp.linalg.eigh(fisher)
+    eigvals = jnp.clip(eigvals, 0.0) + jitter * (jnp.mean(jnp.abs(eigvals)) + 1e-12)
+    usable = (count > 0) & jnp.all(jnp.isfinite(eigvals))
+    eigvals = jnp.where(usable, eigvals, 1.0)
+    eigvecs = jnp.where(usable, eigvecs, jnp.eye(dim, dtype=score_sum.dtype))
+    matrix = eigvecs / jnp.sqrt(eigvals)
+    inverse = (eigvecs * jnp.sqrt(eigvals)).T
+    return Whitening(jnp.zeros(dim, score_sum.dtype), matrix, inverse, -0.5 * jnp.sum(jnp.log(eigvals)))
 
 
 def step(key: jax.Array, state: CoreState, target: Target, flow_static, config: Config) -> CoreState:
@@ -266,15 +314,28 @@ def step(key: jax.Array, state: CoreState, target: Target, flow_static, config: 
     global_key, local_key, fit_key = jax.random.split(key, 3)
     walkers, global_accept, nonfinite = _global_move(global_key, state, target, flow_static, config)
 
+    # local moves in coordinates y = W⁻¹(x - loc) whitened at the last fit: a preconditioner fixed
+    # between fits (and after warm-up), so that badly scaled or correlated targets mix
+    w = state.flow.local
+    whitened_value_and_grad = _whitened(target.logdensity_and_grad, w)
+
     def local(carry, local_step_key):
         walkers, nonfinite = carry
         walkers, info = hmc_step(
-            local_step_key, walkers, target.logdensity_and_grad, state.step_size, config.num_leapfrog
+            local_step_key, walkers, whitened_value_and_grad, state.step_size, config.num_leapfrog
         )
         return (walkers, nonfinite + info.num_nonfinite), info.accept_prob
 
-    (walkers, nonfinite), local_accepts = jax.lax.scan(
-        local, (walkers, nonfinite), jax.random.split(local_key, config.num_local_steps)
+    start = LocalState((walkers.position - w.loc) @ w.inverse.T, walkers.logdensity, walkers.grad @ w.matrix)
+    (whitened, nonfinite), local_accepts = jax.lax.scan(
+        local, (start, nonfinite), jax.random.split(local_key, config.num_local_steps)
+    )
+    # walkers that did not move keep their position exactly (no round trip through the whitening)
+    moved = jnp.any(whitened.position != start.position, -1, keepdims=True)
+    walkers = LocalState(
+        jnp.where(moved, w.loc + whitened.position @ w.matrix.T, walkers.position),
+        whitened.logdensity,
+        jnp.where(moved, whitened.grad @ w.inverse, walkers.grad),
     )
     local_accept = local_accepts.mean(0)
     num_moves = config.num_local_steps + state.flow.ready.astype(local_accept.dtype)
@@ -306,6 +367,9 @@ def _adapt(key, state: CoreState, flow_static, config: Config) -> CoreState:
     step_size, adapt = adapt_step_size(
         state.adapt, state.step_size, state.position, state.local_accept_prob, it, config
     )
+    finite = jnp.all(jnp.isfinite(state.grad), -1)
+    grad = jnp.where(finite[:, None], state.grad, 0.0)
+    adapt = adapt._replace(score_sum=adapt.score_sum + grad.T @ grad, score_count=adapt.score_count + finite.sum())
     state = state._replace(step_size=step_size, adapt=adapt)
     schedule = config.schedule
     if not schedule.fit_iterations:
@@ -319,6 +383,8 @@ def _adapt(key, state: CoreState, flow_static, config: Config) -> CoreState:
             dual_averaging=_da_start(s.step_size[0]),
             num_fits=s.adapt.num_fits + 1,
             fit_losses=losses,
+            score_sum=jnp.zeros_like(s.adapt.score_sum),
+            score_count=jnp.zeros_like(s.adapt.score_count),
         )
         return s._replace(flow=flow, adapt=adapt)
 

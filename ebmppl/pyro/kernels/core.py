@@ -31,7 +31,8 @@ from ebmppl.pyro.kernels.isir import isir_step
 from ebmppl.pyro.kernels.local import LocalState, hmc_step
 from ebmppl.schedule import WarmupSchedule
 
-__all__ = ["AdaptState", "Config", "CoreState", "FlowState", "Target", "adapt_step_size", "init", "init_adapt", "step"]
+__all__ = ["AdaptState", "Config", "CoreState", "FlowState", "Target", "adapt_step_size", "init", "init_adapt",
+           "score_whitening", "step"]
 
 
 def _da_start(step_size: float) -> DualAveraging:
@@ -84,11 +85,17 @@ class FlowState(NamedTuple):
         whitening: the affine map from whitened to latent coordinates.
         ready: whether global moves are made (false until the first fit of a
             flow built by ebmppl).
+        local: the preconditioner of the local moves: ``M`` with ``M Mᵀ`` the
+            inverse of the mean outer product of the target's score over the
+            warm-up iterations before the last fit (the Fisher information;
+            for a Gaussian, its covariance). Unlike the walkers' covariance, it
+            has the shape of one mode, not of the spread between modes.
     """
 
     flow: nn.Module
     whitening: Whitening
     ready: bool
+    local: Whitening
 
 
 class AdaptState(NamedTuple):
@@ -100,12 +107,17 @@ class AdaptState(NamedTuple):
         num_fits: fits done so far.
         fit_losses: shape ``(restarts + 1,)``, the last fit's candidate losses
             (warm start first); NaN before the first fit.
+        score_sum: shape ``(D, D)``, the sum of ``∇log π ∇log πᵀ`` over walkers
+            and iterations since the last fit (FlowMCMC's preconditioner).
+        score_count: how many finite gradients ``score_sum`` holds.
     """
 
     dual_averaging: DualAveraging
     window: torch.Tensor
     num_fits: int
     fit_losses: torch.Tensor
+    score_sum: torch.Tensor
+    score_count: int
 
 
 class CoreState(NamedTuple):
@@ -154,6 +166,7 @@ def init(
     zeros = torch.zeros_like(logdensity)
     adapt = init_adapt(position, config, step_size)
     flow.requires_grad_(False)
+    identity = identity_whitening(dim, position.dtype, position.device)
     return CoreState(
         i=0,
         position=position,
@@ -164,7 +177,7 @@ def init(
         local_accept_prob=zeros,
         global_accept_prob=zeros,
         num_nonfinite=torch.zeros(num_walkers, dtype=torch.int64, device=position.device),
-        flow=FlowState(flow, identity_whitening(dim, position.dtype, position.device), bool(flow_ready)),
+        flow=FlowState(flow, identity, bool(flow_ready), identity),
         adapt=adapt,
     )
 
@@ -180,6 +193,8 @@ def init_adapt(position: torch.Tensor, config, step_size: float) -> AdaptState:
         window=position.new_zeros((config.schedule.window,) + tuple(position.shape)),
         num_fits=0,
         fit_losses=position.new_full((restarts + 1,), math.nan),
+        score_sum=position.new_zeros((position.shape[-1],) * 2),
+        score_count=0,
     )
 
 
@@ -253,7 +268,30 @@ def _fit(state: CoreState, config: Config) -> tuple[FlowState, torch.Tensor]:
         batch_size=schedule.batch_size,
         learning_rate=schedule.learning_rate,
     )
-    return FlowState(flow, whitening, True), losses
+    local = score_whitening(state.adapt.score_sum, state.adapt.score_count)
+    return FlowState(flow, whitening, True, local), losses
+
+
+def score_whitening(score_sum: torch.Tensor, count: int, jitter: float = 1e-6) -> Whitening:
+    """``M = F^(-1/2)`` for ``F = score_sum / count`` (the identity when ``count`` is 0).
+
+    Example:
+        >>> import torch
+        >>> from ebmppl.pyro.kernels.core import score_whitening
+        >>> w = score_whitening(torch.diag(torch.tensor([4.0, 0.25])) * 10, 10)
+        >>> torch.diag(w.matrix @ w.matrix.T).round(decimals=4).tolist()  # the covariance of N(0, diag(1/4, 4))
+        [0.25, 4.0]
+    """
+    dim, dtype, device = score_sum.shape[-1], score_sum.dtype, score_sum.device
+    fisher = (score_sum / max(count, 1)).double()
+    eigvals, eigvecs = torch.linalg.eigh(fisher)
+    eigvals = eigvals.clamp(min=0.0) + jitter * (eigvals.abs().mean() + 1e-12)
+    if count == 0 or not torch.isfinite(eigvals).all():
+        return identity_whitening(dim, dtype, device)
+    matrix = eigvecs / eigvals.sqrt()
+    inverse = (eigvecs * eigvals.sqrt()).T
+    log_det = -0.5 * eigvals.log().sum()
+    return Whitening(torch.zeros(dim, dtype=dtype, device=device), matrix.to(dtype), inverse.to(dtype), log_det.to(dtype))
 
 
 def step(state: CoreState, target: Target, config: Config) -> CoreState:
@@ -268,11 +306,24 @@ def step(state: CoreState, target: Target, config: Config) -> CoreState:
         The next :class:`CoreState`.
     """
     walkers, global_accept, nonfinite = _global_move(state, target, config)
+    # local moves in coordinates y = W⁻¹(x - loc) whitened at the last fit: a preconditioner fixed
+    # between fits (and after warm-up), so that badly scaled or correlated targets mix
+    w = state.flow.local
+    whitened_value_and_grad = _whitened(target.logdensity_and_grad, w)
+    start = LocalState((walkers.position - w.loc) @ w.inverse.T, walkers.logdensity, walkers.grad @ w.matrix)
+    whitened = start
     local_accepts = []
     for _ in range(config.num_local_steps):
-        walkers, info = hmc_step(walkers, target.logdensity_and_grad, state.step_size, config.num_leapfrog)
+        whitened, info = hmc_step(whitened, whitened_value_and_grad, state.step_size, config.num_leapfrog)
         nonfinite = nonfinite + info.num_nonfinite
         local_accepts.append(info.accept_prob)
+    # walkers that did not move keep their position exactly (no round trip through the whitening)
+    moved = (whitened.position != start.position).any(-1, keepdim=True)
+    walkers = LocalState(
+        torch.where(moved, w.loc + whitened.position @ w.matrix.T, walkers.position),
+        whitened.logdensity,
+        torch.where(moved, whitened.grad @ w.inverse, walkers.grad),
+    )
     local_accepts = torch.stack(local_accepts) if local_accepts else global_accept.new_zeros((0,) + global_accept.shape)
     local_accept = local_accepts.mean(0) if config.num_local_steps else torch.zeros_like(global_accept)
     num_moves = config.num_local_steps + int(state.flow.ready)
@@ -292,11 +343,24 @@ def step(state: CoreState, target: Target, config: Config) -> CoreState:
     return state
 
 
+def _whitened(logdensity_and_grad: Callable, w: Whitening) -> Callable:
+    """The log density and gradient in whitened coordinates ``y``, ``x = loc + M y`` (row vectors)."""
+
+    def fn(y: torch.Tensor):
+        value, grad = logdensity_and_grad(w.loc + y @ w.matrix.T)
+        return value, grad @ w.matrix
+
+    return fn
+
+
 def _adapt(state: CoreState, config: Config) -> CoreState:
     """Warm-up only: step size, training window, scheduled flow fits."""
     it = state.i - 1  # the iteration just done
     accept = state.local_accept_prob if config.num_local_steps else None
     step_size, adapt = adapt_step_size(state.adapt, state.step_size, state.position, accept, it, config)
+    finite = torch.isfinite(state.grad).all(-1)
+    grad = torch.where(finite[:, None], state.grad, torch.zeros_like(state.grad))
+    adapt = adapt._replace(score_sum=adapt.score_sum + grad.T @ grad, score_count=adapt.score_count + int(finite.sum()))
     state = state._replace(step_size=step_size, adapt=adapt)
     schedule = config.schedule
     if it not in schedule.fit_iterations:
@@ -307,5 +371,7 @@ def _adapt(state: CoreState, config: Config) -> CoreState:
         dual_averaging=_da_start(float(state.step_size[0])),
         num_fits=state.adapt.num_fits + 1,
         fit_losses=losses,
+        score_sum=torch.zeros_like(state.adapt.score_sum),
+        score_count=0,
     )
     return state._replace(flow=flow, adapt=adapt)
