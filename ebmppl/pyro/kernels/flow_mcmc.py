@@ -195,5 +195,6 @@ class FlowMCMC(WalkerKernel):
             "local acceptance rate": stats["local_accept_prob"].mean().item(),
         }
         summary["num nonfinite"] = int(self._state.num_nonfinite.sum())
+        summary["divergences"] = []  # no trajectories: Pyro's MCMC.summary and ArviZ read this key
         return summary
 

@@ -197,7 +197,8 @@ class NeuTraHMC(WalkerKernel):
         stats = self.sample_stats[-1]
         return {
             "acceptance rate": stats["accept_prob"].mean().item(),
-            "divergences": int(stats["diverging"].sum()),
+            # Pyro's convention (MCMC.summary counts them): the draws where a walker diverged
+            "divergences": torch.nonzero(stats["diverging"].any(0)).flatten().tolist(),
             "num nonfinite": int(self._state.num_nonfinite.sum()),
         }
 

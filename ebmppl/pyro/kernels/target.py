@@ -184,23 +184,45 @@ def model_target(
             log_det = log_det + jacobian.reshape(num, -1).sum(1)
             extra = nesting - batch_dims[name]
             values[name] = value.reshape((num,) + (1,) * extra + value_shapes[name])
-        with pyro.plate(WALKERS, num, dim=-nesting - 1):
-            trace = poutine.trace(poutine.condition(model, values)).get_trace(
-                *model_args, **model_kwargs
-            )
+        try:
+            with pyro.plate(WALKERS, num, dim=-nesting - 1):
+                trace = poutine.trace(poutine.condition(model, values)).get_trace(
+                    *model_args, **model_kwargs
+                )
+        except (RuntimeError, ValueError, IndexError) as err:
+            raise ValueError(_not_batched(name, nesting, err)) from err
         log_joint = log_det
-        for site in trace.nodes.values():
+        for site_name, site in trace.nodes.items():
             if site["type"] != "sample" or type(site["fn"]).__name__ == "_Subsample":
                 continue
             log_prob = site["fn"].log_prob(site["value"])
             log_prob = scale_and_mask(log_prob, site["scale"], site["mask"])
             if not torch.is_tensor(log_prob):
                 log_prob = torch.as_tensor(log_prob, dtype=position.dtype)
+            if log_prob.dim() > nesting + 1:  # dims left of the walkers': walkers mixed with one another
+                raise ValueError(_not_batched(
+                    name, nesting, f"site {site_name!r} has log_prob shape {tuple(log_prob.shape)}, more "
+                    f"dims than the walker plate (dim={-nesting - 1}) and the model's plates"
+                ))
             log_prob = log_prob.reshape((1,) * (nesting + 1 - log_prob.dim()) + log_prob.shape)
             log_joint = log_joint + log_prob.reshape(log_prob.shape[0], -1).sum(1)
         return log_joint
 
     return Target(_no_grad(logdensity), with_grad(logdensity), logdensity), layout, found, transforms
+
+
+def _not_batched(name: str, nesting: int, reason) -> str:
+    return (
+        f"{name} evaluates the model for all walkers at once, inside an outermost "
+        f"pyro.plate('{WALKERS}', num_walkers, dim={-nesting - 1}): every latent value gets leading "
+        f"walker dims, and the model must broadcast over them (as with Pyro's "
+        f"vectorize_particles=True). It did not: {reason}. A latent site of shape S arrives with shape "
+        f"(num_walkers, {', '.join(['1'] * nesting) + ', ' if nesting else ''}*S), one 1 per plate dim "
+        "of the model: index from the right (w[..., 0], not w[0]) and broadcast against the plates "
+        "(for a vector w and data x of shape (N, K) in a plate of size N at dim=-1, (x * w).sum(-1) "
+        "has shape (num_walkers, N); x @ w does not broadcast), and declare the model's plates with "
+        "explicit dim= (or pass potential_fn, which is vectorized over walkers with torch.func.vmap)"
+    )
 
 
 def _max_batch_dims(trace) -> int:
