@@ -65,7 +65,7 @@ class WarmupSchedule:
     def neutra(cls, num_warmup: int) -> "WarmupSchedule":
         """NeuTraHMC's default: a fitting budget that follows the warm-up length.
 
-        One fit per 250 warm-up iterations, at most four, evenly spaced as in
+        One fit per 100 warm-up iterations, at most four, evenly spaced as in
         :meth:`default`, each warm-started from the last (no fresh restarts:
         a reverse-KL fit draws its own training points and does not get stuck
         on the chains' early states); each fit stops when its loss stops
@@ -77,9 +77,9 @@ class WarmupSchedule:
             >>> WarmupSchedule.neutra(1000).fit_iterations, WarmupSchedule.neutra(1000).fit_steps
             ((199, 399, 599, 799), 2000)
             >>> WarmupSchedule.neutra(200).fit_iterations, WarmupSchedule.neutra(200).fit_steps
-            ((99,), 400)
+            ((65, 131), 400)
         """
-        num_fits = min(4, max(1, num_warmup // 250))
+        num_fits = min(4, max(1, num_warmup // 100))
         steps = min(2000, max(200, 2 * num_warmup))
         return cls.default(num_warmup, num_fits=num_fits).replace(fit_steps=steps, fresh_restarts=0)
 

@@ -288,9 +288,10 @@ def score_whitening(score_sum: jax.Array, count: jax.Array, jitter: float = 1e-6
     """
     dim = score_sum.shape[-1]
     fisher = score_sum / jnp.maximum(count, 1.0)
-    eigvals, eigvecs = jnp.linalg.eigh(fisher)
+    usable = (count > 0) & jnp.all(jnp.isfinite(fisher))  # e.g. gradients that overflow far out
+    eigvals, eigvecs = jnp.linalg.eigh(jnp.where(usable, fisher, jnp.eye(dim, dtype=fisher.dtype)))
     eigvals = jnp.clip(eigvals, 0.0) + jitter * (jnp.mean(jnp.abs(eigvals)) + 1e-12)
-    usable = (count > 0) & jnp.all(jnp.isfinite(eigvals))
+    usable = usable & jnp.all(jnp.isfinite(eigvals))
     eigvals = jnp.where(usable, eigvals, 1.0)
     eigvecs = jnp.where(usable, eigvecs, jnp.eye(dim, dtype=score_sum.dtype))
     matrix = eigvecs / jnp.sqrt(eigvals)

@@ -284,10 +284,10 @@ def score_whitening(score_sum: torch.Tensor, count: int, jitter: float = 1e-6) -
     """
     dim, dtype, device = score_sum.shape[-1], score_sum.dtype, score_sum.device
     fisher = (score_sum / max(count, 1)).double()
+    if count == 0 or not torch.isfinite(fisher).all():  # e.g. gradients that overflow far out
+        return identity_whitening(dim, dtype, device)
     eigvals, eigvecs = torch.linalg.eigh(fisher)
     eigvals = eigvals.clamp(min=0.0) + jitter * (eigvals.abs().mean() + 1e-12)
-    if count == 0 or not torch.isfinite(eigvals).all():
-        return identity_whitening(dim, dtype, device)
     matrix = eigvecs / eigvals.sqrt()
     inverse = (eigvecs * eigvals.sqrt()).T
     log_det = -0.5 * eigvals.log().sum()
