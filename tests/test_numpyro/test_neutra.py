@@ -294,9 +294,10 @@ def test_stranded_walkers_are_redrawn_and_the_others_kept():
 def test_walker_stranded_at_a_wild_start_is_redrawn_at_a_fit():
     """Chains started at 3 N(0, I) in the funnel: one lands 29 standard deviations out in the neck and
     rejects every proposal under the ensemble's step size until a fit redraws it (found by
-    benchmarks/samplers.py, seed 0)."""
+    benchmarks/samplers.py, seed 0). Fits capped at 600 Adam steps: at 300, with the default's single
+    (warm-started) candidate, the Pyro transport stays too rough there (one walker's acceptance 0.17)."""
     init = 3 * jax.random.normal(jax.random.key(1000), (40, 10))[:8]
     mcmc = run_neutra(0, num_warmup=1000, num_samples=300, init_params=init, potential_fn=funnel_potential,
-                      schedule=short_schedule(1000, 300))
+                      schedule=short_schedule(1000, 600))
     accept = np.asarray(mcmc.get_extra_fields(group_by_chain=True)["accept_prob"]).mean(1)
     assert accept.min() > 0.3, accept

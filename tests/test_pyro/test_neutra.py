@@ -310,11 +310,12 @@ def test_stranded_walkers_are_redrawn_and_the_others_kept():
 def test_walker_stranded_at_a_wild_start_is_redrawn_at_a_fit():
     """Walkers started at 3 N(0, I) in the funnel: one lands 29 standard deviations out in the neck and
     rejects every proposal under the ensemble's step size until a fit redraws it (found by
-    benchmarks/samplers.py, seed 0)."""
+    benchmarks/samplers.py, seed 0). Fits capped at 600 Adam steps: at 300, with the default's single
+    (warm-started) candidate, the Pyro transport stays too rough there (one walker's acceptance 0.17)."""
     torch.manual_seed(1000)
     init = 3 * torch.randn(8, 10)
     init[0, 0], init[0, 6] = -2.8, 7.1
     mcmc = run_neutra(0, num_warmup=1000, num_samples=300, initial_params={"x": init},
-                      potential_fn=funnel_potential, schedule=short_schedule(1000, 300))
+                      potential_fn=funnel_potential, schedule=short_schedule(1000, 600))
     accept = mcmc.kernel.sample_stats[-1]["accept_prob"].mean(1).numpy()
     assert accept.min() > 0.3, accept
