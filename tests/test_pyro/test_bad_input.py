@@ -1,5 +1,7 @@
 """Bad input gets a clear error, never silent corruption (Pyro)."""
 
+import math
+
 import numpy as np
 import pyro
 import pyro.distributions as dist
@@ -89,3 +91,21 @@ def test_discrete_latent_site_is_refused():
 
     with pytest.raises(ValueError, match=r"discrete"):
         run_flow_mcmc(model=model, num_walkers=4, num_warmup=10, num_samples=10)
+
+
+def test_walkers_where_the_model_fails_numerically_get_log_density_minus_inf():
+    """A Cholesky factor that exists for some walkers only: those are rejected, the others evaluated."""
+    from ebmppl.pyro.kernels.target import model_target
+
+    def model():
+        a = pyro.sample("a", dist.Normal(3.0, 0.1))  # its prior draws (Pyro traces one) are positive
+        cov = a[..., None, None] * torch.ones(1, 1)  # positive definite only for a > 0
+        pyro.sample("y", dist.MultivariateNormal(torch.zeros(1), scale_tril=torch.linalg.cholesky(cov)),
+                    obs=torch.zeros(1))
+
+    target, _, _, _ = model_target(model, (), {}, num_walkers=2, initial_params={"a": torch.tensor([1.0, 2.0])})
+    value = target.logdensity(torch.tensor([[1.0], [-1.0]]))
+    assert torch.isfinite(value[0]) and value[1] == -math.inf
+    one = torch.distributions.Normal(3.0, 0.1).log_prob(torch.tensor(1.0)) + \
+        torch.distributions.MultivariateNormal(torch.zeros(1), torch.eye(1)).log_prob(torch.zeros(1))
+    assert torch.allclose(value[0], one)

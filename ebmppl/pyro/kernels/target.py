@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from typing import Callable, NamedTuple
 
 import pyro
@@ -175,6 +176,32 @@ def model_target(
     nesting = _max_batch_dims(trace)
 
     def logdensity(position: torch.Tensor) -> torch.Tensor:
+        try:
+            return batched(position)
+        except (RuntimeError, ValueError, IndexError) as err:
+            if position.shape[0] == 1:
+                raise
+            return walker_by_walker(position, err)
+
+    def walker_by_walker(position: torch.Tensor, err: Exception) -> torch.Tensor:
+        # Which walkers make the model fail? Some (a Cholesky factor that does not exist, a parameter
+        # out of its support at a proposal): their log density is -inf, a rejection. None: the model
+        # does not broadcast over the walkers. All: the model fails anyway.
+        values, failed = [], 0
+        for i in range(position.shape[0]):
+            try:
+                values.append(batched(position[i:i + 1]))
+            except (RuntimeError, ValueError, IndexError):
+                values.append(position.new_full((1,), -math.inf))
+                failed += 1
+        if failed == 0:
+            raise ValueError(_not_batched(name, nesting, err)) from err
+        numerical = isinstance(err, torch.linalg.LinAlgError)  # a matrix that has no factor there
+        if failed == position.shape[0] and not numerical:  # at every point alone too: most likely shapes
+            raise ValueError(_not_batched(name, nesting, err) + " (it also failed for each walker alone)") from err
+        return torch.cat(values)
+
+    def batched(position: torch.Tensor) -> torch.Tensor:
         num = position.shape[0]
         values, log_det = {}, position.new_zeros(num)
         for name, u in layout.unflatten(position).items():
@@ -184,13 +211,8 @@ def model_target(
             log_det = log_det + jacobian.reshape(num, -1).sum(1)
             extra = nesting - batch_dims[name]
             values[name] = value.reshape((num,) + (1,) * extra + value_shapes[name])
-        try:
-            with pyro.plate(WALKERS, num, dim=-nesting - 1):
-                trace = poutine.trace(poutine.condition(model, values)).get_trace(
-                    *model_args, **model_kwargs
-                )
-        except (RuntimeError, ValueError, IndexError) as err:
-            raise ValueError(_not_batched(name, nesting, err)) from err
+        with pyro.plate(WALKERS, num, dim=-nesting - 1):
+            trace = poutine.trace(poutine.condition(model, values)).get_trace(*model_args, **model_kwargs)
         log_joint = log_det
         for site_name, site in trace.nodes.items():
             if site["type"] != "sample" or type(site["fn"]).__name__ == "_Subsample":
@@ -199,7 +221,7 @@ def model_target(
             log_prob = scale_and_mask(log_prob, site["scale"], site["mask"])
             if not torch.is_tensor(log_prob):
                 log_prob = torch.as_tensor(log_prob, dtype=position.dtype)
-            if log_prob.dim() > nesting + 1:  # dims left of the walkers': walkers mixed with one another
+            if log_prob.dim() > nesting + 1 and num > 1:  # dims left of the walkers': walkers mixed
                 raise ValueError(_not_batched(
                     name, nesting, f"site {site_name!r} has log_prob shape {tuple(log_prob.shape)}, more "
                     f"dims than the walker plate (dim={-nesting - 1}) and the model's plates"
