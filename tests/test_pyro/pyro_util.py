@@ -1,6 +1,5 @@
 """Helpers shared by the Pyro tests."""
 
-import numpy as np
 import pyro
 from pyro.infer import MCMC
 

@@ -10,7 +10,6 @@ from numpyro.infer.initialization import init_to_uniform
 
 from ebmppl.numpyro.flows import default_flow, partition_flow
 from ebmppl.numpyro.kernels import core
-from ebmppl.numpyro.keys import typed_key
 from ebmppl.numpyro.kernels.setup import (
     EnsembleKernel,
     build_flow,
@@ -19,6 +18,7 @@ from ebmppl.numpyro.kernels.setup import (
     flat_logdensity,
     initial_params,
 )
+from ebmppl.numpyro.keys import typed_key
 from ebmppl._shared import check_flow_mcmc_options
 from ebmppl.schedule import WarmupSchedule
 

@@ -13,7 +13,6 @@ from numpyro.infer.util import constrain_fn
 from ebmppl._shared import check_neutra_options
 from ebmppl.numpyro.flows import neutra_flow, partition_flow
 from ebmppl.numpyro.kernels import neutra_core as core
-from ebmppl.numpyro.keys import typed_key
 from ebmppl.numpyro.kernels.setup import (
     EnsembleKernel,
     build_flow,
@@ -22,6 +21,7 @@ from ebmppl.numpyro.kernels.setup import (
     flat_logdensity,
     initial_params,
 )
+from ebmppl.numpyro.keys import typed_key
 from ebmppl.numpyro.potential import Potential
 from ebmppl.schedule import WarmupSchedule
 
