@@ -22,15 +22,17 @@ import numpy as np
 
 #: Adam steps between two looks at a reverse-KL fit's loss (both backends' ``fit_flow_reverse``).
 #: A fit runs at its full learning rate while the mean minibatch loss of its chunks
-#: improves on the best so far by more than the chunk's standard error; after
+#: improves on the best so far by more than the chunk's standard error and more than
+#: ``FIT_TOLERANCE`` nats (a smaller gain in KL does not change the sampler); after
 #: ``FIT_PATIENCE`` chunks in a row that do not, the rate drops to ``FIT_DECAY`` of
 #: itself (to average out the minibatch noise), and after ``FIT_PATIENCE`` more such
 #: chunks the fit stops. ``fit_steps`` caps it.
 FIT_CHUNK = 50
 FIT_PATIENCE = 3
 FIT_DECAY = 0.1
+FIT_TOLERANCE = 0.01
 
-__all__ = ["FIT_CHUNK", "FIT_DECAY", "FIT_PATIENCE", "LogPartition", "check_flow_mcmc_options", "check_neutra_options", "method_defaults", "interleaved_slots", "log_partition_from_log_weights"]
+__all__ = ["FIT_CHUNK", "FIT_DECAY", "FIT_PATIENCE", "FIT_TOLERANCE", "LogPartition", "check_flow_mcmc_options", "check_neutra_options", "method_defaults", "interleaved_slots", "log_partition_from_log_weights"]
 
 
 def check_flow_mcmc_options(

@@ -301,3 +301,29 @@ def test_walker_stranded_at_a_wild_start_is_redrawn_at_a_fit():
                       schedule=short_schedule(1000, 600))
     accept = np.asarray(mcmc.get_extra_fields(group_by_chain=True)["accept_prob"]).mean(1)
     assert accept.min() > 0.3, accept
+
+
+NARROW_LOC = np.array([5.0, -3.0, 1.0])
+NARROW_SCALE = np.array([0.01, 0.02, 0.05])
+
+
+def narrow_potential(x):
+    return 0.5 * jnp.sum(((x - NARROW_LOC) / NARROW_SCALE) ** 2)
+
+
+def test_initial_gaussian_starts_from_the_gaussian_closest_to_the_target():
+    """With initial_gaussian=True the standardisation before the first fit is the reverse-KL diagonal
+    Gaussian (here the target itself), not the identity: a start in (-2, 2) on a target of scale 0.01
+    at 5 runs its first trajectories on the target's scales. Controls: the default, and a fitted flow
+    passed in, keep the identity."""
+    init = jax.random.uniform(jax.random.key(3), (8, 3), minval=-2.0, maxval=2.0)
+    keys = jax.random.split(jax.random.key(4), 8)
+    state = NeuTraHMC(potential_fn=narrow_potential, initial_gaussian=True).init(keys, 200, init_params=init)
+    whitening = state.core.transport.whitening
+    assert np.all(np.abs(np.asarray(whitening.loc) - NARROW_LOC) < 0.5 * NARROW_SCALE), whitening.loc
+    np.testing.assert_allclose(np.diag(np.asarray(whitening.matrix)), NARROW_SCALE, rtol=0.2)
+    np.testing.assert_allclose(np.asarray(state.z), np.asarray(init), atol=1e-5)  # the walkers stay put
+    for control in [NeuTraHMC(potential_fn=narrow_potential),
+                    NeuTraHMC(potential_fn=narrow_potential, flow=neutra_flow(jax.random.key(5), 3), initial_gaussian=True)]:
+        matrix = control.init(keys, 200, init_params=init).core.transport.whitening.matrix
+        np.testing.assert_array_equal(np.asarray(matrix), np.eye(3))

@@ -319,3 +319,32 @@ def test_walker_stranded_at_a_wild_start_is_redrawn_at_a_fit():
                       potential_fn=funnel_potential, schedule=short_schedule(1000, 600))
     accept = mcmc.kernel.sample_stats[-1]["accept_prob"].mean(1).numpy()
     assert accept.min() > 0.3, accept
+
+
+NARROW_LOC = torch.tensor([5.0, -3.0, 1.0])
+NARROW_SCALE = torch.tensor([0.01, 0.02, 0.05])
+
+
+def narrow_potential(params):
+    return 0.5 * (((params["x"] - NARROW_LOC) / NARROW_SCALE) ** 2).sum(-1)
+
+
+def test_initial_gaussian_starts_from_the_gaussian_closest_to_the_target():
+    """With initial_gaussian=True the standardisation before the first fit is the reverse-KL diagonal
+    Gaussian (here the target itself), not the identity: a start in (-2, 2) on a target of scale 0.01
+    at 5 runs its first trajectories on the target's scales. Controls: the default, and a fitted flow
+    passed in, keep the identity."""
+    torch.manual_seed(3)
+    init = {"x": 4.0 * torch.rand(8, 3) - 2.0}
+    kernel = NeuTraHMC(potential_fn=narrow_potential, num_walkers=8, initial_gaussian=True)
+    kernel.initial_params = init
+    kernel.setup(200)
+    whitening = kernel._state.transport.whitening
+    assert torch.all((whitening.loc - NARROW_LOC).abs() < 0.5 * NARROW_SCALE), whitening.loc
+    torch.testing.assert_close(torch.diag(whitening.matrix), NARROW_SCALE, rtol=0.2, atol=0.0)
+    torch.testing.assert_close(kernel._state.position, init["x"], rtol=0.0, atol=1e-5)  # the walkers stay put
+    for control in [NeuTraHMC(potential_fn=narrow_potential, num_walkers=8),
+                    NeuTraHMC(potential_fn=narrow_potential, num_walkers=8, flow=neutra_flow(3), initial_gaussian=True)]:
+        control.initial_params = init
+        control.setup(200)
+        torch.testing.assert_close(control._state.transport.whitening.matrix, torch.eye(3))

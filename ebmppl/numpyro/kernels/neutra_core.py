@@ -32,14 +32,16 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ebmppl._shared import FIT_CHUNK, FIT_DECAY, FIT_PATIENCE
+from ebmppl._shared import FIT_CHUNK, FIT_DECAY, FIT_PATIENCE, FIT_TOLERANCE
 from ebmppl.numpyro.flows import Whitening, fit_diagonal_whitening, fit_flow
 from ebmppl.numpyro.kernels.core import AdaptState, _da_start, _identity, adapt_step_size, init_adapt
 from ebmppl.schedule import WarmupSchedule
 
-__all__ = ["Config", "CoreState", "Transport", "fit_flow_reverse", "init", "latent_logdensity", "step"]
+__all__ = ["Config", "CoreState", "Transport", "fit_flow_reverse", "fit_gaussian_reverse", "init", "latent_logdensity", "step"]
 
 DIVERGENCE_THRESHOLD = 1000.0  # an energy error above this ends a trajectory as divergent
+GAUSSIAN_BATCH = 32  # draws per Adam step of the initial Gaussian fit
+GAUSSIAN_LEARNING_RATE = 0.05  # its Adam rate: scales of 1e-2 or means of 10 within a few hundred steps
 
 
 class Config(NamedTuple):
@@ -52,6 +54,7 @@ class Config(NamedTuple):
         fit: ``"reverse"`` (KL to the target) or ``"forward"`` (KL from the chains' states).
         max_leapfrog: cap on the leapfrog steps of one trajectory.
         trajectory_length: fixed trajectory length, or ``None`` to adapt it.
+        initial_fit: start from :func:`fit_gaussian_reverse` (a fresh flow, warm-up to come).
     """
 
     num_warmup: int
@@ -60,6 +63,7 @@ class Config(NamedTuple):
     fit: str
     max_leapfrog: int
     trajectory_length: float | None
+    initial_fit: bool = False
 
 
 class Transport(NamedTuple):
@@ -157,8 +161,16 @@ def init(
     fresh_params: Any,
     config: Config,
     step_size: float,
+    key: jax.Array | None = None,
 ) -> CoreState:
-    """The state of walkers at data-space ``position`` (shape ``(C, D)``), identity whitening."""
+    """The state of walkers at data-space ``position`` (shape ``(C, D)``).
+
+    The standardisation is the identity or, with ``config.initial_fit`` (a
+    fresh flow, warm-up to come), the diagonal Gaussian closest to the
+    target (:func:`fit_gaussian_reverse`, drawn with ``key``); the walkers
+    stay where they are (far out in its latent space, HMC brings them in; the
+    first fit redraws those still stranded).
+    """
     num_walkers, dim = position.shape
     adapt = init_adapt(position, fresh_params, config.schedule, step_size)
     transport = Transport(flow_params, _identity(dim, position.dtype))
@@ -180,7 +192,16 @@ def init(
         transport=transport,
         adapt=adapt,
     )
-    return relocate(state, position, logdensity, flow_static)
+    if not (config.initial_fit and config.num_warmup > 0):
+        return relocate(state, position, logdensity, flow_static)  # a fitted flow, or no adaptation: as given
+    whitening = fit_gaussian_reverse(key, flow_params, flow_static, position.mean(0), logdensity,
+                                     num_steps=gaussian_steps(config.num_warmup))
+    return relocate(state._replace(transport=Transport(flow_params, whitening)), position, logdensity, flow_static)
+
+
+def gaussian_steps(num_warmup: int) -> int:
+    """The cap on Adam steps of the initial Gaussian fit: that of the default schedule's fits."""
+    return WarmupSchedule.neutra(num_warmup).fit_steps
 
 
 def relocate(state: CoreState, position: jax.Array, logdensity: Callable, flow_static) -> CoreState:
@@ -330,8 +351,7 @@ def _redraw_stranded(key, state: CoreState, logdensity, flow_static) -> CoreStat
 def _trajectory_length(state: CoreState, flow_static) -> jax.Array:
     """A quarter period of HMC on the widest latent direction of the window: ``(π/2) σ_max``."""
     _, inverse = _maps(state.transport, flow_static)
-    points = state.adapt.window.reshape(-1, state.position.shape[-1])
-    latent = jax.vmap(inverse)(points)
+    latent = jax.vmap(inverse)(state.adapt.window.reshape(-1, state.position.shape[-1]))
     cov = jnp.atleast_2d(jnp.cov(latent, rowvar=False))
     widest = jnp.sqrt(jnp.max(jnp.linalg.eigvalsh(cov)))
     widest = jnp.where(jnp.isfinite(widest), widest, 1.0)
@@ -397,24 +417,98 @@ def fit_flow_reverse(
     Returns:
         ``(params, losses)`` as :func:`~ebmppl.numpyro.flows.fit_flow`.
     """
+    dim = whitening.loc.shape[0]
+
+    def loss_fn(params, z):
+        return _reverse_kl(logdensity, Transport(params, whitening), static, z)
+
+    def train_one(args):
+        params, train_key = args
+        return _minimise(train_key, loss_fn, params, dim, num_steps=num_steps, batch_size=batch_size,
+                         learning_rate=learning_rate)
+
+    eval_key, train_key = jax.random.split(key)
+    num_candidates = jax.tree.leaves(candidates)[0].shape[0]
+    trained = jax.lax.map(train_one, (candidates, jax.random.split(train_key, num_candidates)))
+    z_eval = jax.random.normal(eval_key, (4 * batch_size, dim))
+    losses = jax.vmap(loss_fn, in_axes=(0, None))(trained, z_eval)
+    losses = jnp.where(jnp.isfinite(losses), losses, jnp.inf)
+    best = jnp.argmin(losses)
+    return jax.tree.map(lambda leaf: leaf[best], trained), losses
+
+
+def fit_gaussian_reverse(
+    key: jax.Array,
+    flow_params: Any,
+    flow_static,
+    loc: jax.Array,
+    logdensity: Callable,
+    *,
+    num_steps: int,
+    batch_size: int = GAUSSIAN_BATCH,
+    learning_rate: float = GAUSSIAN_LEARNING_RATE,
+) -> Whitening:
+    """A diagonal Gaussian fitted to the target by reverse KL, as a standardisation.
+
+    The mean-field Gaussian ``N(m, diag(s²))`` closest in reverse KL to the
+    target (automatic differentiation variational inference), trained from
+    ``m = loc``, ``s = 1`` with Adam under the plateau rule of
+    :func:`fit_flow_reverse`, through the flow ``(flow_params, flow_static)``
+    (a fresh, identity flow): NeuTraHMC's transport before its first fit, so
+    that its walkers start where the target has mass and its first
+    trajectories are on the target's scales.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from ebmppl.numpyro.flows import neutra_flow, partition_flow
+        >>> from ebmppl.numpyro.kernels.neutra_core import fit_gaussian_reverse
+        >>> params, static = partition_flow(neutra_flow(jax.random.key(0), 2))
+        >>> target = lambda x: -0.5 * jnp.sum(((x - 3.0) / 0.1) ** 2)
+        >>> w = fit_gaussian_reverse(jax.random.key(1), params, static, jnp.zeros(2), target, num_steps=1000)
+        >>> [round(float(v), 1) for v in w.loc], [round(float(v), 1) for v in jnp.diag(w.matrix)]
+        ([3.0, 3.0], [0.1, 0.1])
+    """
+
+    def whitening(p):
+        m, log_scale = p
+        return Whitening(m, jnp.diag(jnp.exp(log_scale)), jnp.diag(jnp.exp(-log_scale)), jnp.sum(log_scale))
+
+    def loss_fn(p, z):
+        return _reverse_kl(logdensity, Transport(flow_params, whitening(p)), flow_static, z)
+
+    trained = _minimise(key, loss_fn, (loc, jnp.zeros_like(loc)), loc.shape[0], num_steps=num_steps,
+                        batch_size=batch_size, learning_rate=learning_rate)
+    return whitening(trained)
+
+
+def _reverse_kl(logdensity: Callable, transport: Transport, flow_static, z: jax.Array) -> jax.Array:
+    """``mean_z [log ρ(z) - log π(T(z)) - log|det J_T(z)|]`` over the draws where the target is finite."""
+    fn = jax.vmap(latent_logdensity(logdensity, transport, flow_static))
+    # draws where the target is not finite are left out (else one NaN point would skip the step):
+    # they are found first and replaced by z = 0, so that no NaN reaches the gradient
+    finite = jax.lax.stop_gradient(jnp.isfinite(fn(z)[0]))
+    safe = jnp.where(finite[:, None], z, 0.0)
+    # log ρ(z) - latent log density: its mean is KL - log Z, and ρ's share cancels the noise of |z|²
+    gap = -0.5 * jnp.sum(safe**2, -1) - fn(safe)[0]
+    mean = jnp.sum(jnp.where(finite, gap, 0.0)) / jnp.maximum(jnp.sum(finite), 1)
+    return jnp.where(jnp.any(finite), mean, jnp.nan) - 0.5 * z.shape[-1] * math.log(2 * math.pi)
+
+
+def _minimise(key, loss_fn: Callable, params, dim: int, *, num_steps: int, batch_size: int,
+              learning_rate: float):
+    """Adam on ``loss_fn(params, z)``, ``z`` fresh standard-normal batches, until the loss stops improving.
+
+    Non-finite gradients skip the update. The loss is averaged over chunks of
+    :data:`~ebmppl._shared.FIT_CHUNK` steps; after ``FIT_PATIENCE`` chunks
+    without improvement the rate drops to ``FIT_DECAY`` of itself, after as
+    many more the training stops; ``num_steps`` caps it.
+    """
     optimizer = optax.chain(
         optax.clip_by_global_norm(10.0),
         optax.apply_if_finite(optax.adam(learning_rate), max_consecutive_errors=1_000_000),
     )
-    dim = whitening.loc.shape[0]
     chunk = min(FIT_CHUNK, num_steps)
     num_chunks = max(1, num_steps // chunk)
-
-    def loss_fn(params, z):
-        fn = jax.vmap(latent_logdensity(logdensity, Transport(params, whitening), static))
-        # draws where the target is not finite are left out (else one NaN point would skip the step):
-        # they are found first and replaced by z = 0, so that no NaN reaches the gradient
-        finite = jax.lax.stop_gradient(jnp.isfinite(fn(z)[0]))
-        safe = jnp.where(finite[:, None], z, 0.0)
-        # log ρ(z) - latent log density: its mean is KL - log Z, and ρ's share cancels the noise of |z|²
-        gap = -0.5 * jnp.sum(safe**2, -1) - fn(safe)[0]
-        mean = jnp.sum(jnp.where(finite, gap, 0.0)) / jnp.maximum(jnp.sum(finite), 1)
-        return jnp.where(jnp.any(finite), mean, jnp.nan) - 0.5 * dim * math.log(2 * math.pi)
 
     def train_chunk(params, opt_state, scale, chunk_key):
         def one_step(carry, step_key):
@@ -430,38 +524,26 @@ def fit_flow_reverse(
         )
         return params, opt_state, losses
 
-    def train_one(args):
-        params, train_key = args
+    def keep_going(carry):
+        _, _, stage, _, _, n, _ = carry
+        return (stage < 2) & (n < num_chunks)
 
-        def keep_going(carry):
-            _, _, stage, _, _, n, _ = carry
-            return (stage < 2) & (n < num_chunks)
+    def body(carry):
+        params, opt_state, stage, stalled, best, n, key = carry
+        key, chunk_key = jax.random.split(key)
+        scale = jnp.where(stage == 0, 1.0, FIT_DECAY)
+        params, opt_state, losses = train_chunk(params, opt_state, scale, chunk_key)
+        mean, stderr = _mean_and_stderr(losses)
+        improved = mean < best - jnp.maximum(stderr, FIT_TOLERANCE)
+        stalled = jnp.where(improved, 0, stalled + 1)
+        stage = jnp.where(stalled >= FIT_PATIENCE, stage + 1, stage)
+        stalled = jnp.where(stalled >= FIT_PATIENCE, 0, stalled)
+        best = jnp.where(improved, mean, best)
+        return params, opt_state, stage, stalled, best, n + 1, key
 
-        def body(carry):
-            params, opt_state, stage, stalled, best, n, key = carry
-            key, chunk_key = jax.random.split(key)
-            scale = jnp.where(stage == 0, 1.0, FIT_DECAY)
-            params, opt_state, losses = train_chunk(params, opt_state, scale, chunk_key)
-            mean, stderr = _mean_and_stderr(losses)
-            improved = mean < best - stderr
-            stalled = jnp.where(improved, 0, stalled + 1)
-            stage = jnp.where(stalled >= FIT_PATIENCE, stage + 1, stage)
-            stalled = jnp.where(stalled >= FIT_PATIENCE, 0, stalled)
-            best = jnp.where(improved, mean, best)
-            return params, opt_state, stage, stalled, best, n + 1, key
-
-        zero = jnp.asarray(0)
-        init = (params, optimizer.init(params), zero, zero, jnp.asarray(jnp.inf), zero, train_key)
-        return jax.lax.while_loop(keep_going, body, init)[0]
-
-    eval_key, train_key = jax.random.split(key)
-    num_candidates = jax.tree.leaves(candidates)[0].shape[0]
-    trained = jax.lax.map(train_one, (candidates, jax.random.split(train_key, num_candidates)))
-    z_eval = jax.random.normal(eval_key, (4 * batch_size, dim))
-    losses = jax.vmap(loss_fn, in_axes=(0, None))(trained, z_eval)
-    losses = jnp.where(jnp.isfinite(losses), losses, jnp.inf)
-    best = jnp.argmin(losses)
-    return jax.tree.map(lambda leaf: leaf[best], trained), losses
+    zero = jnp.asarray(0)
+    init = (params, optimizer.init(params), zero, zero, jnp.asarray(jnp.inf), zero, key)
+    return jax.lax.while_loop(keep_going, body, init)[0]
 
 
 def _mean_and_stderr(losses: jax.Array) -> tuple[jax.Array, jax.Array]:

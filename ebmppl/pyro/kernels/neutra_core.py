@@ -32,14 +32,16 @@ from typing import Callable, NamedTuple
 import torch
 from torch import nn
 
-from ebmppl._shared import FIT_CHUNK, FIT_DECAY, FIT_PATIENCE
+from ebmppl._shared import FIT_CHUNK, FIT_DECAY, FIT_PATIENCE, FIT_TOLERANCE
 from ebmppl.pyro.flows import Whitening, base_maps, fit_diagonal_whitening, fit_flow, fresh_copy, identity_whitening
 from ebmppl.pyro.kernels.core import AdaptState, Target, _da_start, adapt_step_size, init_adapt
 from ebmppl.schedule import WarmupSchedule
 
-__all__ = ["Config", "CoreState", "Transport", "fit_flow_reverse", "init", "latent_logdensity", "step"]
+__all__ = ["Config", "CoreState", "Transport", "fit_flow_reverse", "fit_gaussian_reverse", "init", "latent_logdensity", "step"]
 
 DIVERGENCE_THRESHOLD = 1000.0  # an energy error above this ends a trajectory as divergent
+GAUSSIAN_BATCH = 32  # draws per Adam step of the initial Gaussian fit
+GAUSSIAN_LEARNING_RATE = 0.05  # its Adam rate: scales of 1e-2 or means of 10 within a few hundred steps
 
 
 class Config(NamedTuple):
@@ -53,6 +55,7 @@ class Config(NamedTuple):
         max_leapfrog: cap on the leapfrog steps of one trajectory.
         trajectory_length: fixed trajectory length, or ``None`` to adapt it.
         flow_factory: ``dim -> flow`` for fresh restarts, or ``None`` (no restarts).
+        initial_fit: start from :func:`fit_gaussian_reverse` (a fresh flow, warm-up to come).
     """
 
     num_warmup: int
@@ -62,6 +65,7 @@ class Config(NamedTuple):
     max_leapfrog: int
     trajectory_length: float | None
     flow_factory: Callable | None
+    initial_fit: bool = False
 
 
 class Transport(NamedTuple):
@@ -146,7 +150,14 @@ def _value_and_grad(target: Target, transport: Transport) -> Callable:
 
 
 def init(position: torch.Tensor, target: Target, flow: nn.Module, config: Config, step_size: float) -> CoreState:
-    """The state of walkers at data-space ``position`` (shape ``(C, D)``), identity standardisation."""
+    """The state of walkers at data-space ``position`` (shape ``(C, D)``).
+
+    The standardisation is the identity or, with ``config.initial_fit`` (a
+    fresh flow, warm-up to come), the diagonal Gaussian closest to the
+    target (:func:`fit_gaussian_reverse`); the walkers stay where they are
+    (far out in its latent space, HMC brings them in; the first fit redraws
+    those still stranded).
+    """
     num_walkers, dim = position.shape
     adapt = init_adapt(position, config, step_size)
     flow.requires_grad_(False)
@@ -167,7 +178,17 @@ def init(position: torch.Tensor, target: Target, flow: nn.Module, config: Config
         transport=Transport(flow, identity_whitening(dim, position.dtype, position.device)),
         adapt=adapt,
     )
-    return relocate(state, position, target)
+    if not (config.initial_fit and config.num_warmup > 0):
+        return relocate(state, position, target)  # a fitted flow, or no adaptation: as given
+    # a fresh flow: HMC on the scales of the diagonal Gaussian closest to the target
+    whitening = fit_gaussian_reverse(flow, position.mean(0), target.differentiable,
+                                     num_steps=gaussian_steps(config.num_warmup))
+    return relocate(state._replace(transport=Transport(flow, whitening)), position, target)
+
+
+def gaussian_steps(num_warmup: int) -> int:
+    """The cap on Adam steps of the initial Gaussian fit: that of the default schedule's fits."""
+    return WarmupSchedule.neutra(num_warmup).fit_steps
 
 
 def relocate(state: CoreState, position: torch.Tensor, target: Target) -> CoreState:
@@ -319,8 +340,8 @@ def _candidates(state: CoreState, config: Config, dim: int) -> list[nn.Module]:
 def _fit(state: CoreState, target: Target, config: Config) -> tuple[Transport, torch.Tensor]:
     schedule = config.schedule
     points = state.adapt.window.reshape(-1, state.position.shape[-1])
-    whitening = fit_diagonal_whitening(points)
     candidates = _candidates(state, config, points.shape[-1])
+    whitening = fit_diagonal_whitening(points)
     if config.fit == "forward":
         flow, losses = fit_flow(
             candidates,
@@ -365,60 +386,113 @@ def fit_flow_reverse(
     Returns:
         ``(flow, losses)`` as :func:`~ebmppl.pyro.flows.fit_flow`.
     """
-    dim = whitening.loc.shape[0]
     reference = whitening.loc
-    half_log_two_pi = 0.5 * dim * math.log(2 * math.pi)
-
-    def loss_fn(flow, z):
-        fn = latent_logdensity(logdensity, Transport(flow, whitening))
-        value, _, _ = fn(z)
-        finite = torch.isfinite(value)
-        if not finite.all():
-            # draws where the target is not finite are left out (else one NaN point would skip the
-            # step), and the rest evaluated again, so that no NaN reaches the gradient
-            if not finite.any():
-                return value.sum()
-            z = z[finite]
-            value, _, _ = fn(z)
-        return (-0.5 * (z**2).sum(-1) - value).mean() - half_log_two_pi
-
-    z_eval = torch.randn(4 * batch_size, dim, dtype=reference.dtype, device=reference.device)
-    chunk = min(FIT_CHUNK, num_steps)
-    num_chunks = max(1, num_steps // chunk)
+    z_eval = torch.randn(4 * batch_size, reference.shape[0], dtype=reference.dtype, device=reference.device)
     losses = []
     for flow in candidates:
         parameters = [p for p in flow.parameters() if p.requires_grad]
-        optimizer = torch.optim.Adam(parameters, lr=learning_rate)
-        stage, stalled, best = 0, 0, math.inf
-        for _ in range(num_chunks):
-            chunk_losses = []
-            for _ in range(chunk):
-                z = torch.randn(batch_size, dim, dtype=reference.dtype, device=reference.device)
-                with torch.enable_grad():
-                    loss = loss_fn(flow, z)
-                    optimizer.zero_grad()
-                    loss.backward()
-                norm = torch.nn.utils.clip_grad_norm_(parameters, 10.0)
-                if torch.isfinite(loss) and torch.isfinite(norm):
-                    optimizer.step()
-                chunk_losses.append(loss.detach())
-            mean, stderr = _mean_and_stderr(torch.stack(chunk_losses))
-            improved = mean < best - stderr
-            stalled = 0 if improved else stalled + 1
-            best = mean if improved else best
-            if stalled >= FIT_PATIENCE:  # a plateau: first a lower rate, then stop
-                stage, stalled = stage + 1, 0
-                if stage == 2:
-                    break
-                for group in optimizer.param_groups:
-                    group["lr"] = learning_rate * FIT_DECAY
+        _minimise(parameters, lambda z: _reverse_kl(logdensity, flow, whitening, z), reference,
+                  num_steps=num_steps, batch_size=batch_size, learning_rate=learning_rate)
         with torch.no_grad():
-            loss = loss_fn(flow, z_eval)
+            loss = _reverse_kl(logdensity, flow, whitening, z_eval)
         losses.append(loss if torch.isfinite(loss) else torch.full_like(loss, math.inf))
     losses = torch.stack(losses)
     for flow in candidates:
         flow.requires_grad_(False)
     return candidates[int(torch.argmin(losses))], losses
+
+
+def fit_gaussian_reverse(
+    flow: nn.Module,
+    loc: torch.Tensor,
+    logdensity: Callable,
+    *,
+    num_steps: int,
+    batch_size: int = GAUSSIAN_BATCH,
+    learning_rate: float = GAUSSIAN_LEARNING_RATE,
+) -> Whitening:
+    """A diagonal Gaussian fitted to the target by reverse KL, as a standardisation.
+
+    The mean-field Gaussian ``N(m, diag(s²))`` closest in reverse KL to the
+    target (automatic differentiation variational inference), trained from
+    ``m = loc``, ``s = 1`` with Adam under the plateau rule of
+    :func:`fit_flow_reverse`, through ``flow`` (a fresh, identity flow):
+    NeuTraHMC's transport before its first fit, so that its walkers start
+    where the target has mass and its first trajectories are on the target's
+    scales.
+
+    Example:
+        >>> import torch
+        >>> from ebmppl.pyro.flows import neutra_flow
+        >>> from ebmppl.pyro.kernels.neutra_core import fit_gaussian_reverse
+        >>> _ = torch.manual_seed(0)
+        >>> target = lambda x: -0.5 * (((x - 3.0) / 0.1) ** 2).sum(-1)
+        >>> w = fit_gaussian_reverse(neutra_flow(2), torch.zeros(2), target, num_steps=1000)
+        >>> [round(float(v), 1) for v in w.loc], [round(float(v), 1) for v in torch.diag(w.matrix)]
+        ([3.0, 3.0], [0.1, 0.1])
+    """
+    loc = loc.detach().clone().requires_grad_(True)
+    log_scale = torch.zeros_like(loc, requires_grad=True)
+
+    def whitening():
+        return Whitening(loc, torch.diag(log_scale.exp()), torch.diag((-log_scale).exp()), log_scale.sum())
+
+    _minimise([loc, log_scale], lambda z: _reverse_kl(logdensity, flow, whitening(), z), loc,
+              num_steps=num_steps, batch_size=batch_size, learning_rate=learning_rate)
+    with torch.no_grad():
+        return whitening()
+
+
+def _reverse_kl(logdensity: Callable, flow: nn.Module, whitening: Whitening, z: torch.Tensor) -> torch.Tensor:
+    """``mean_z [log ρ(z) - log π(T(z)) - log|det J_T(z)|]`` over the draws where the target is finite."""
+    fn = latent_logdensity(logdensity, Transport(flow, whitening))
+    value, _, _ = fn(z)
+    finite = torch.isfinite(value)
+    if not finite.all():
+        # draws where the target is not finite are left out (else one NaN point would skip the
+        # step), and the rest evaluated again, so that no NaN reaches the gradient
+        if not finite.any():
+            return value.sum()
+        z = z[finite]
+        value, _, _ = fn(z)
+    return (-0.5 * (z**2).sum(-1) - value).mean() - 0.5 * z.shape[-1] * math.log(2 * math.pi)
+
+
+def _minimise(parameters: list, loss_fn: Callable, reference: torch.Tensor, *, num_steps: int, batch_size: int,
+              learning_rate: float) -> None:
+    """Adam on ``loss_fn(z)``, ``z`` fresh standard-normal batches, until the loss stops improving.
+
+    Steps with a non-finite loss or gradient are skipped. The loss is averaged
+    over chunks of :data:`~ebmppl._shared.FIT_CHUNK` steps; after
+    ``FIT_PATIENCE`` chunks without improvement the rate drops to ``FIT_DECAY``
+    of itself, after as many more the training stops; ``num_steps`` caps it.
+    """
+    dim = reference.shape[-1]
+    chunk = min(FIT_CHUNK, num_steps)
+    optimizer = torch.optim.Adam(parameters, lr=learning_rate)
+    stage, stalled, best = 0, 0, math.inf
+    for _ in range(max(1, num_steps // chunk)):
+        chunk_losses = []
+        for _ in range(chunk):
+            z = torch.randn(batch_size, dim, dtype=reference.dtype, device=reference.device)
+            with torch.enable_grad():
+                loss = loss_fn(z)
+                optimizer.zero_grad()
+                loss.backward()
+            norm = torch.nn.utils.clip_grad_norm_(parameters, 10.0)
+            if torch.isfinite(loss) and torch.isfinite(norm):
+                optimizer.step()
+            chunk_losses.append(loss.detach())
+        mean, stderr = _mean_and_stderr(torch.stack(chunk_losses))
+        improved = mean < best - max(stderr, FIT_TOLERANCE)
+        stalled = 0 if improved else stalled + 1
+        best = mean if improved else best
+        if stalled >= FIT_PATIENCE:  # a plateau: first a lower rate, then stop
+            stage, stalled = stage + 1, 0
+            if stage == 2:
+                return
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate * FIT_DECAY
 
 
 def _mean_and_stderr(losses: torch.Tensor) -> tuple[float, float]:
