@@ -33,12 +33,13 @@ import jax.numpy as jnp
 import optax
 
 from ebmppl._shared import FIT_CHUNK, FIT_DECAY, FIT_PATIENCE, FIT_TOLERANCE
-from ebmppl.numpyro.flows import Whitening, fit_diagonal_whitening, fit_flow
+from ebmppl.numpyro.flows import Whitening, fit_flow
 from ebmppl.numpyro.kernels.core import AdaptState, _da_start, _identity, adapt_step_size, init_adapt
 from ebmppl.schedule import WarmupSchedule
 
 __all__ = ["Config", "CoreState", "Transport", "fit_flow_reverse", "fit_gaussian_reverse", "init", "latent_logdensity", "step"]
 
+PREFIT_LEAPFROG = 32  # the cap on leapfrog steps before the first fit (see _leapfrog_cap)
 DIVERGENCE_THRESHOLD = 1000.0  # an energy error above this ends a trajectory as divergent
 GAUSSIAN_BATCH = 32  # draws per Adam step of the initial Gaussian fit
 GAUSSIAN_LEARNING_RATE = 0.05  # its Adam rate: scales of 1e-2 or means of 10 within a few hundred steps
@@ -265,7 +266,7 @@ def step(key: jax.Array, state: CoreState, logdensity: Callable, flow_static, co
     jitter_key, hmc_key, fit_key = jax.random.split(key, 3)
     # Jittered trajectory length (uniform on [0.5, 1.5] of the mean) against periodic orbits.
     length = state.trajectory_length * jax.random.uniform(jitter_key, (), minval=0.5, maxval=1.5)
-    num_steps = jnp.clip(jnp.ceil(length / state.step_size[0]), 1, config.max_leapfrog).astype(jnp.int32)
+    num_steps = jnp.clip(jnp.ceil(length / state.step_size[0]), 1, _leapfrog_cap(state, config)).astype(jnp.int32)
     value_and_grad = _value_and_grad(logdensity, state.transport, flow_static)
     moved, accept_prob, diverging, nonfinite = _hmc(hmc_key, state, value_and_grad, num_steps)
     state = moved._replace(
@@ -283,6 +284,19 @@ def step(key: jax.Array, state: CoreState, logdensity: Callable, flow_static, co
         lambda s: s,
         state,
     )
+
+
+def _leapfrog_cap(state: CoreState, config: Config) -> jax.Array:
+    """``config.max_leapfrog``, or :data:`PREFIT_LEAPFROG` while the first scheduled fit is still to come.
+
+    Before it the walkers move in data space, where the trajectory length
+    (set for a standardised latent space) can be many times the target's
+    width; those iterations only have to bring the walkers in.
+    """
+    if not config.schedule.fit_iterations:
+        return jnp.asarray(config.max_leapfrog)
+    prefit = (state.adapt.num_fits == 0) & (state.i < config.num_warmup)
+    return jnp.where(prefit, min(config.max_leapfrog, PREFIT_LEAPFROG), config.max_leapfrog)
 
 
 def _adapt(key, state: CoreState, logdensity, flow_static, config: Config) -> CoreState:
@@ -348,13 +362,49 @@ def _redraw_stranded(key, state: CoreState, logdensity, flow_static) -> CoreStat
     )
 
 
+def _recent_window(state: CoreState) -> jax.Array:
+    """The later half of the window (the iterations after the one of the fit, ``it``, minus ``W / 2``), flattened."""
+    window = state.adapt.window
+    size = window.shape[0]
+    rows = (state.i - 1 - jnp.arange((size + 1) // 2)) % size
+    return window[rows].reshape(-1, window.shape[-1])
+
+
+def _window_whitening(state: CoreState) -> Whitening:
+    """The standardisation a fit starts from: the median and MAD scale of the later half of the window.
+
+    The early iterations of the first window are the walkers' way in, and a
+    walker stuck far out (one in eight on posteriordb's earnings) would
+    make the variance many times the target's: the median and the MAD
+    ignore both, and a fit started from a Gaussian that wide can diverge.
+    A coordinate whose MAD is zero falls back on its standard deviation.
+    """
+    points = _recent_window(state)
+    loc = jnp.median(points, 0)
+    mad = 1.4826 * jnp.median(jnp.abs(points - loc), 0)
+    scale = jnp.where(mad > 0, mad, points.std(0))
+    scale = jnp.sqrt(scale**2 + 1e-6 * (jnp.mean(scale**2) + 1e-12))
+    return Whitening(loc, jnp.diag(scale), jnp.diag(1.0 / scale), jnp.sum(jnp.log(scale)))
+
+
 def _trajectory_length(state: CoreState, flow_static) -> jax.Array:
-    """A quarter period of HMC on the widest latent direction of the window: ``(π/2) σ_max``."""
+    """A quarter period of HMC on the widest latent direction of the window: ``(π/2) σ_max``.
+
+    Over the later half of the window and its points inside the latent
+    ball of :func:`stranded_threshold` (a stuck walker's past is not the
+    target's width).
+    """
     _, inverse = _maps(state.transport, flow_static)
-    latent = jax.vmap(inverse)(state.adapt.window.reshape(-1, state.position.shape[-1]))
-    cov = jnp.atleast_2d(jnp.cov(latent, rowvar=False))
+    latent = jax.vmap(inverse)(_recent_window(state))
+    inside = jnp.all(jnp.isfinite(latent), -1) & (jnp.sum(latent**2, -1) <= stranded_threshold(latent.shape[-1]))
+    weight = inside.astype(latent.dtype)
+    count = jnp.sum(weight)
+    latent = jnp.where(inside[:, None], latent, 0.0)
+    mean = jnp.sum(latent * weight[:, None], 0) / jnp.maximum(count, 1.0)
+    centred = (latent - mean) * weight[:, None]
+    cov = centred.T @ centred / jnp.maximum(count - 1.0, 1.0)
     widest = jnp.sqrt(jnp.max(jnp.linalg.eigvalsh(cov)))
-    widest = jnp.where(jnp.isfinite(widest), widest, 1.0)
+    widest = jnp.where(jnp.isfinite(widest) & (count >= 2), widest, 1.0)
     return jnp.asarray(0.5 * math.pi * jnp.clip(widest, 0.5, 10.0), state.trajectory_length.dtype)
 
 
@@ -366,7 +416,7 @@ def _candidates(state: CoreState):
 def _fit(key, state: CoreState, logdensity, flow_static, config: Config) -> tuple[Transport, jax.Array]:
     schedule = config.schedule
     points = state.adapt.window.reshape(-1, state.position.shape[-1])
-    whitening = fit_diagonal_whitening(points)
+    whitening = _window_whitening(state)
     if config.fit == "forward":
         whitened = (points - whitening.loc) @ whitening.inverse.T
         params, losses = fit_flow(

@@ -33,12 +33,13 @@ import torch
 from torch import nn
 
 from ebmppl._shared import FIT_CHUNK, FIT_DECAY, FIT_PATIENCE, FIT_TOLERANCE
-from ebmppl.pyro.flows import Whitening, base_maps, fit_diagonal_whitening, fit_flow, fresh_copy, identity_whitening
+from ebmppl.pyro.flows import Whitening, base_maps, fit_flow, fresh_copy, identity_whitening
 from ebmppl.pyro.kernels.core import AdaptState, Target, _da_start, adapt_step_size, init_adapt
 from ebmppl.schedule import WarmupSchedule
 
 __all__ = ["Config", "CoreState", "Transport", "fit_flow_reverse", "fit_gaussian_reverse", "init", "latent_logdensity", "step"]
 
+PREFIT_LEAPFROG = 32  # the cap on leapfrog steps before the first fit (see _leapfrog_cap)
 DIVERGENCE_THRESHOLD = 1000.0  # an energy error above this ends a trajectory as divergent
 GAUSSIAN_BATCH = 32  # draws per Adam step of the initial Gaussian fit
 GAUSSIAN_LEARNING_RATE = 0.05  # its Adam rate: scales of 1e-2 or means of 10 within a few hundred steps
@@ -246,7 +247,7 @@ def step(state: CoreState, target: Target, config: Config) -> CoreState:
     """
     # Jittered trajectory length (uniform on [0.5, 1.5] of the mean) against periodic orbits.
     length = state.trajectory_length * (0.5 + float(torch.rand(())))
-    num_steps = int(min(max(math.ceil(length / float(state.step_size[0])), 1), config.max_leapfrog))
+    num_steps = int(min(max(math.ceil(length / float(state.step_size[0])), 1), _leapfrog_cap(state, config)))
     moved, accept_prob, diverging, nonfinite = _hmc(state, _value_and_grad(target, state.transport), num_steps)
     state = moved._replace(
         i=state.i + 1,
@@ -258,6 +259,18 @@ def step(state: CoreState, target: Target, config: Config) -> CoreState:
     if state.i <= config.num_warmup:
         state = _adapt(state, target, config)
     return state
+
+
+def _leapfrog_cap(state: CoreState, config: Config) -> int:
+    """``config.max_leapfrog``, or :data:`PREFIT_LEAPFROG` while the first scheduled fit is still to come.
+
+    Before it the walkers move in data space, where the trajectory length
+    (set for a standardised latent space) can be many times the target's
+    width; those iterations only have to bring the walkers in.
+    """
+    if config.schedule.fit_iterations and state.adapt.num_fits == 0 and state.i < config.num_warmup:
+        return min(config.max_leapfrog, PREFIT_LEAPFROG)
+    return config.max_leapfrog
 
 
 def _adapt(state: CoreState, target: Target, config: Config) -> CoreState:
@@ -317,13 +330,49 @@ def _redraw_stranded(state: CoreState, target: Target) -> CoreState:
     )
 
 
+def _recent_window(state: CoreState) -> torch.Tensor:
+    """The later half of the window (the iterations after the one of the fit, ``it``, minus ``W / 2``), flattened."""
+    window = state.adapt.window
+    size = window.shape[0]
+    it = state.i - 1
+    rows = [(it - k) % size for k in range((size + 1) // 2)]
+    return window[rows].reshape(-1, window.shape[-1])
+
+
+def _window_whitening(state: CoreState) -> Whitening:
+    """The standardisation a fit starts from: the median and MAD scale of the later half of the window.
+
+    The early iterations of the first window are the walkers' way in, and a
+    walker stuck far out (one in eight on posteriordb's earnings) would
+    make the variance many times the target's: the median and the MAD
+    ignore both, and a fit started from a Gaussian that wide can diverge.
+    A coordinate whose MAD is zero falls back on its standard deviation.
+    """
+    points = _recent_window(state)
+    loc = points.median(0).values
+    mad = 1.4826 * (points - loc).abs().median(0).values
+    spread = points.std(0, unbiased=False)
+    scale = torch.where(mad > 0, mad, spread)
+    scale = (scale**2 + 1e-6 * ((scale**2).mean() + 1e-12)).sqrt()
+    return Whitening(loc, torch.diag(scale), torch.diag(1.0 / scale), scale.log().sum())
+
+
 def _trajectory_length(state: CoreState) -> float:
-    """A quarter period of HMC on the widest latent direction of the window: ``(π/2) σ_max``."""
+    """A quarter period of HMC on the widest latent direction of the window: ``(π/2) σ_max``.
+
+    Over the later half of the window and its points inside the latent
+    ball of :func:`stranded_threshold` (a stuck walker's past is not the
+    target's width).
+    """
     _, inverse = base_maps(state.transport.flow)
     w = state.transport.whitening
-    points = state.adapt.window.reshape(-1, state.position.shape[-1])
+    points = _recent_window(state)
     with torch.no_grad():
         latent = inverse((points - w.loc) @ w.inverse.T)
+    inside = torch.isfinite(latent).all(-1) & ((latent**2).sum(-1) <= stranded_threshold(latent.shape[-1]))
+    latent = latent[inside]
+    if latent.shape[0] < 2:
+        return 0.5 * math.pi
     cov = torch.atleast_2d(torch.cov(latent.T))
     widest = float(torch.linalg.eigvalsh(cov).max().sqrt())
     widest = widest if math.isfinite(widest) else 1.0
@@ -341,7 +390,7 @@ def _fit(state: CoreState, target: Target, config: Config) -> tuple[Transport, t
     schedule = config.schedule
     points = state.adapt.window.reshape(-1, state.position.shape[-1])
     candidates = _candidates(state, config, points.shape[-1])
-    whitening = fit_diagonal_whitening(points)
+    whitening = _window_whitening(state)
     if config.fit == "forward":
         flow, losses = fit_flow(
             candidates,
