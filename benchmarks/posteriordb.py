@@ -17,13 +17,11 @@ length, since Pyro runs chains in processes), 500 warm-up iterations, 500 draws.
     python benchmarks/posteriordb.py                                  # everything
     python benchmarks/posteriordb.py --backends numpyro --names kidiq-kidscore_momiq
     python benchmarks/posteriordb.py --samplers neutra nuts --json out.json
-    python benchmarks/posteriordb.py --samplers neutra-gauss    # NeuTraHMC(initial_gaussian=True)
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import subprocess
@@ -33,11 +31,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-SAMPLERS = ("flow", "neutra", "nuts", "neutra-gauss")
+SAMPLERS = ("flow", "neutra", "nuts")
 BACKENDS = ("numpyro", "pyro")
-KERNEL_NAMES = {"flow": "FlowMCMC", "neutra": "NeuTraHMC", "nuts": "NUTS", "neutra-gauss": "NeuTra-G"}
-# "neutra-gauss": NeuTraHMC(initial_gaussian=True), not a default; not run unless asked for
-DEFAULT_SAMPLERS = ("flow", "neutra", "nuts")
+KERNEL_NAMES = {"flow": "FlowMCMC", "neutra": "NeuTraHMC", "nuts": "NUTS"}
 
 
 def run_numpyro(name: str, sampler: str, chains: int, warmup: int, draws: int, seed: int) -> dict:
@@ -49,8 +45,7 @@ def run_numpyro(name: str, sampler: str, chains: int, warmup: int, draws: int, s
 
     model, kwargs = pdb.numpyro_model(name)
     start = time.perf_counter()
-    gauss = functools.partial(NeuTraHMC, initial_gaussian=True)
-    kernel = {"flow": FlowMCMC, "neutra": NeuTraHMC, "nuts": NUTS, "neutra-gauss": gauss}[sampler](model)
+    kernel = {"flow": FlowMCMC, "neutra": NeuTraHMC, "nuts": NUTS}[sampler](model)
     mcmc = MCMC(kernel, num_warmup=warmup, num_samples=draws, num_chains=chains,
                 chain_method="vectorized", progress_bar=False)
     mcmc.run(jax.random.PRNGKey(seed), **kwargs)
@@ -74,8 +69,7 @@ def run_pyro(name: str, sampler: str, chains: int, warmup: int, draws: int, seed
     if sampler == "nuts":
         kernel = NUTS(model)
     else:
-        gauss = functools.partial(NeuTraHMC, initial_gaussian=True)
-        kernel = {"flow": FlowMCMC, "neutra": NeuTraHMC, "neutra-gauss": gauss}[sampler](model, num_walkers=chains)
+        kernel = {"flow": FlowMCMC, "neutra": NeuTraHMC}[sampler](model, num_walkers=chains)
     mcmc = MCMC(kernel, warmup_steps=warmup, num_samples=draws, disable_progbar=True)
     mcmc.run(**kwargs)
     samples = mcmc.get_samples(group_by_chain=True)  # walkers as chains
@@ -108,7 +102,7 @@ def main(argv=None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--names", nargs="+", default=list(pdb.NAMES), choices=pdb.NAMES)
-    parser.add_argument("--samplers", nargs="+", default=list(DEFAULT_SAMPLERS), choices=SAMPLERS)
+    parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=SAMPLERS)
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
     parser.add_argument("--chains", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=500)

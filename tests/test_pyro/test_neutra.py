@@ -15,7 +15,7 @@ from pyro.infer import MCMC
 from ebmppl.datasets import bimodal_pair
 from ebmppl.diagnostics import mode_weight_zscores, to_arviz
 from ebmppl.pyro import NeuTraHMC, Potential, WarmupSchedule
-from ebmppl.pyro.flows import base_maps, fit_diagonal_whitening, fit_whitening, identity_whitening, neutra_flow
+from ebmppl.pyro.flows import Whitening, base_maps, fit_diagonal_whitening, fit_whitening, identity_whitening, neutra_flow
 from ebmppl.pyro.kernels import neutra_core
 from ebmppl.pyro.kernels.neutra_core import Transport
 from ebmppl.pyro.kernels.target import Layout, potential_fn_target
@@ -329,22 +329,75 @@ def narrow_potential(params):
     return 0.5 * (((params["x"] - NARROW_LOC) / NARROW_SCALE) ** 2).sum(-1)
 
 
-def test_initial_gaussian_starts_from_the_gaussian_closest_to_the_target():
-    """With initial_gaussian=True the standardisation before the first fit is the reverse-KL diagonal
-    Gaussian (here the target itself), not the identity: a start in (-2, 2) on a target of scale 0.01
-    at 5 runs its first trajectories on the target's scales. Controls: the default, and a fitted flow
-    passed in, keep the identity."""
-    torch.manual_seed(3)
-    init = {"x": 4.0 * torch.rand(8, 3) - 2.0}
-    kernel = NeuTraHMC(potential_fn=narrow_potential, num_walkers=8, initial_gaussian=True)
-    kernel.initial_params = init
+def stuck_walker_window(size, num_walkers=8, seed=0):
+    """A warm-up window on the narrow target: the first half the walkers' way in from (-2, 2), the
+    second half at the target, except walker 0, stuck at its start throughout (posteriordb's earnings)."""
+    gen = torch.Generator().manual_seed(seed)
+    start = 4.0 * torch.rand(num_walkers, 3, generator=gen) - 2.0
+    half = size // 2
+    steps = torch.linspace(0.0, 1.0, half)[:, None, None]
+    way_in = start + steps * (NARROW_LOC - start)
+    there = NARROW_LOC + NARROW_SCALE * torch.randn(size - half, num_walkers, 3, generator=gen)
+    window = torch.cat([way_in, there])
+    window[:, 0] = start[0]
+    return window
+
+
+def window_state(size):
+    kernel = NeuTraHMC(potential_fn=narrow_potential, num_walkers=8)
+    kernel.initial_params = {"x": NARROW_LOC + NARROW_SCALE * torch.randn(8, 3)}
     kernel.setup(200)
-    whitening = kernel._state.transport.whitening
+    state = kernel.state
+    size = state.adapt.window.shape[0]
+    return state._replace(i=size, adapt=state.adapt._replace(window=stuck_walker_window(size)))
+
+
+def test_fit_standardisation_ignores_the_way_in_and_a_stuck_walker():
+    """A fit starts from the median and MAD scale of the window's later half: on a window whose first
+    half is the walkers' way in and with one walker of eight stuck far out, they stay within 0.5 sd and
+    30% of the target's (one point in eight out moves the median by 0.18 sd and the MAD scale by 17%;
+    the median's standard error on 231 points is 0.08 sd). Control: the window's variance is off by
+    more than 10 times."""
+    state = window_state(200)
+    whitening = neutra_core._window_whitening(state)
     assert torch.all((whitening.loc - NARROW_LOC).abs() < 0.5 * NARROW_SCALE), whitening.loc
-    torch.testing.assert_close(torch.diag(whitening.matrix), NARROW_SCALE, rtol=0.2, atol=0.0)
-    torch.testing.assert_close(kernel._state.position, init["x"], rtol=0.0, atol=1e-5)  # the walkers stay put
-    for control in [NeuTraHMC(potential_fn=narrow_potential, num_walkers=8),
-                    NeuTraHMC(potential_fn=narrow_potential, num_walkers=8, flow=neutra_flow(3), initial_gaussian=True)]:
-        control.initial_params = init
-        control.setup(200)
-        torch.testing.assert_close(control._state.transport.whitening.matrix, torch.eye(3))
+    torch.testing.assert_close(torch.diag(whitening.matrix), NARROW_SCALE, rtol=0.3, atol=0.0)
+    control = fit_diagonal_whitening(state.adapt.window.reshape(-1, 3))
+    assert torch.all(torch.diag(control.matrix) > 10 * NARROW_SCALE), torch.diag(control.matrix)
+
+
+def test_trajectory_length_ignores_stranded_points():
+    """With the target's own standardisation the latent window is N(0, I) but for the stuck walker
+    (550 sd out) and the way in: the trajectory length is (pi/2) sigma_max of the rest, near pi/2,
+    not the cap of 5 pi that the whole window gives (control)."""
+    state = window_state(200)
+    exact = Whitening(NARROW_LOC, torch.diag(NARROW_SCALE), torch.diag(1.0 / NARROW_SCALE), NARROW_SCALE.log().sum())
+    state = state._replace(transport=Transport(state.transport.flow, exact))
+    length = neutra_core._trajectory_length(state)
+    assert 0.5 * math.pi * 0.8 < length < 0.5 * math.pi * 1.4, length
+    latent = (state.adapt.window.reshape(-1, 3) - NARROW_LOC) / NARROW_SCALE
+    assert float(torch.linalg.eigvalsh(torch.cov(latent.T)).max().sqrt()) > 10.0
+
+
+def prefit_num_steps(schedule, iterations=40):
+    """num_steps of the first iterations of NeuTraHMC (warm-up 200) on the narrow target."""
+    torch.manual_seed(4)
+    kernel = NeuTraHMC(potential_fn=narrow_potential, num_walkers=8, schedule=schedule)
+    params = {"x": NARROW_LOC + NARROW_SCALE * torch.randn(8, 3)}
+    kernel.initial_params = params
+    kernel.setup(200)
+    steps = []
+    for _ in range(iterations):
+        params = kernel.sample(params)
+        steps.append(kernel.state.num_steps)
+    return np.array(steps)
+
+
+def test_trajectories_before_the_first_fit_are_capped():
+    """Before the first fit the walkers move in the target's coordinates, where the trajectory length
+    set for a unit-scale latent space (pi/2) spans 30 to 150 widths of this target: trajectories are
+    capped at PREFIT_LEAPFROG steps, and the cap binds. Control: with no fit scheduled (a fitted flow
+    passed in, say) there is no first fit to wait for and trajectories run longer."""
+    steps = prefit_num_steps(short_schedule(200, 200))
+    assert steps.max() <= neutra_core.PREFIT_LEAPFROG and np.mean(steps == neutra_core.PREFIT_LEAPFROG) > 0.5, steps
+    assert prefit_num_steps(NO_FITS).max() > neutra_core.PREFIT_LEAPFROG

@@ -102,13 +102,6 @@ class NeuTraHMC(EnsembleKernel):
         schedule: the :class:`WarmupSchedule`; ``None`` for
             ``NeuTraHMC.default_schedule(num_warmup)``.
         init_strategy: NumPyro init strategy when ``model`` is given.
-        initial_gaussian: before the first iteration, replace the identity
-            standardisation of a fresh flow by the diagonal Gaussian closest to
-            the target in reverse KL (``neutra_core.fit_gaussian_reverse``).
-            It keeps the first trajectories short on targets whose scales are
-            far from one (posteriordb's earnings: Pyro warm-up 95 s -> 17 s),
-            but on strongly correlated posteriors its narrow scales slow the
-            flow fits (diamonds failed its check with it); off by default.
 
     Example:
         >>> import jax, numpyro, numpyro.distributions as dist
@@ -137,7 +130,6 @@ class NeuTraHMC(EnsembleKernel):
         target_accept_prob: float = 0.8,
         schedule: WarmupSchedule | None = None,
         init_strategy: Callable = init_to_uniform,
-        initial_gaussian: bool = False,
     ):
         check_neutra_options(
             model=model,
@@ -159,7 +151,6 @@ class NeuTraHMC(EnsembleKernel):
         self._user_schedule = schedule  # as given; `_schedule` is the one resolved for a run
         self._schedule = schedule
         self._init_strategy = init_strategy
-        self._initial_gaussian = bool(initial_gaussian)
         self._postprocess_fn = None
         self._sample_fn = None
 
@@ -207,7 +198,7 @@ class NeuTraHMC(EnsembleKernel):
             schedule = self.default_schedule(num_warmup)
         schedule.validate(num_warmup)
         self._schedule = schedule
-        flow, fresh_params, ready = build_flow(flow, neutra_flow, flow_key, dim, schedule)
+        flow, fresh_params, _ = build_flow(flow, neutra_flow, flow_key, dim, schedule)
         params, static = partition_flow(flow)
         config = core.Config(
             num_warmup=num_warmup,
@@ -216,13 +207,12 @@ class NeuTraHMC(EnsembleKernel):
             fit=self._fit,
             max_leapfrog=self._max_leapfrog,
             trajectory_length=self._trajectory_length,
-            initial_fit=self._initial_gaussian and not ready,
         )
         # compiled: op by op, the first evaluation of the model and the flow costs seconds
-        start = jax.jit(lambda x, p, f, k: (
-            jax.vmap(logdensity)(x), core.init(x, logdensity, p, static, f, config, self._step_size, k)
+        start = jax.jit(lambda x, p, f: (
+            jax.vmap(logdensity)(x), core.init(x, logdensity, p, static, f, config, self._step_size)
         ))
-        initial, state = start(position, params, fresh_params, jax.random.fold_in(flow_key, 2))
+        initial, state = start(position, params, fresh_params)
         check_initial_energy("NeuTraHMC", initial)
         check_initial_energy("NeuTraHMC", state.latent_logdensity)
 

@@ -37,12 +37,10 @@ from ebmppl.numpyro.flows import Whitening, fit_flow
 from ebmppl.numpyro.kernels.core import AdaptState, _da_start, _identity, adapt_step_size, init_adapt
 from ebmppl.schedule import WarmupSchedule
 
-__all__ = ["Config", "CoreState", "Transport", "fit_flow_reverse", "fit_gaussian_reverse", "init", "latent_logdensity", "step"]
+__all__ = ["Config", "CoreState", "Transport", "fit_flow_reverse", "init", "latent_logdensity", "step"]
 
 PREFIT_LEAPFROG = 32  # the cap on leapfrog steps before the first fit (see _leapfrog_cap)
 DIVERGENCE_THRESHOLD = 1000.0  # an energy error above this ends a trajectory as divergent
-GAUSSIAN_BATCH = 32  # draws per Adam step of the initial Gaussian fit
-GAUSSIAN_LEARNING_RATE = 0.05  # its Adam rate: scales of 1e-2 or means of 10 within a few hundred steps
 
 
 class Config(NamedTuple):
@@ -55,7 +53,6 @@ class Config(NamedTuple):
         fit: ``"reverse"`` (KL to the target) or ``"forward"`` (KL from the chains' states).
         max_leapfrog: cap on the leapfrog steps of one trajectory.
         trajectory_length: fixed trajectory length, or ``None`` to adapt it.
-        initial_fit: start from :func:`fit_gaussian_reverse` (a fresh flow, warm-up to come).
     """
 
     num_warmup: int
@@ -64,7 +61,6 @@ class Config(NamedTuple):
     fit: str
     max_leapfrog: int
     trajectory_length: float | None
-    initial_fit: bool = False
 
 
 class Transport(NamedTuple):
@@ -162,16 +158,8 @@ def init(
     fresh_params: Any,
     config: Config,
     step_size: float,
-    key: jax.Array | None = None,
 ) -> CoreState:
-    """The state of walkers at data-space ``position`` (shape ``(C, D)``).
-
-    The standardisation is the identity or, with ``config.initial_fit`` (a
-    fresh flow, warm-up to come), the diagonal Gaussian closest to the
-    target (:func:`fit_gaussian_reverse`, drawn with ``key``); the walkers
-    stay where they are (far out in its latent space, HMC brings them in; the
-    first fit redraws those still stranded).
-    """
+    """The state of walkers at data-space ``position`` (shape ``(C, D)``), under the identity standardisation."""
     num_walkers, dim = position.shape
     adapt = init_adapt(position, fresh_params, config.schedule, step_size)
     transport = Transport(flow_params, _identity(dim, position.dtype))
@@ -193,16 +181,7 @@ def init(
         transport=transport,
         adapt=adapt,
     )
-    if not (config.initial_fit and config.num_warmup > 0):
-        return relocate(state, position, logdensity, flow_static)  # a fitted flow, or no adaptation: as given
-    whitening = fit_gaussian_reverse(key, flow_params, flow_static, position.mean(0), logdensity,
-                                     num_steps=gaussian_steps(config.num_warmup))
-    return relocate(state._replace(transport=Transport(flow_params, whitening)), position, logdensity, flow_static)
-
-
-def gaussian_steps(num_warmup: int) -> int:
-    """The cap on Adam steps of the initial Gaussian fit: that of the default schedule's fits."""
-    return WarmupSchedule.neutra(num_warmup).fit_steps
+    return relocate(state, position, logdensity, flow_static)
 
 
 def relocate(state: CoreState, position: jax.Array, logdensity: Callable, flow_static) -> CoreState:
@@ -485,50 +464,6 @@ def fit_flow_reverse(
     losses = jnp.where(jnp.isfinite(losses), losses, jnp.inf)
     best = jnp.argmin(losses)
     return jax.tree.map(lambda leaf: leaf[best], trained), losses
-
-
-def fit_gaussian_reverse(
-    key: jax.Array,
-    flow_params: Any,
-    flow_static,
-    loc: jax.Array,
-    logdensity: Callable,
-    *,
-    num_steps: int,
-    batch_size: int = GAUSSIAN_BATCH,
-    learning_rate: float = GAUSSIAN_LEARNING_RATE,
-) -> Whitening:
-    """A diagonal Gaussian fitted to the target by reverse KL, as a standardisation.
-
-    The mean-field Gaussian ``N(m, diag(s²))`` closest in reverse KL to the
-    target (automatic differentiation variational inference), trained from
-    ``m = loc``, ``s = 1`` with Adam under the plateau rule of
-    :func:`fit_flow_reverse`, through the flow ``(flow_params, flow_static)``
-    (a fresh, identity flow): NeuTraHMC's transport before its first fit, so
-    that its walkers start where the target has mass and its first
-    trajectories are on the target's scales.
-
-    Example:
-        >>> import jax, jax.numpy as jnp
-        >>> from ebmppl.numpyro.flows import neutra_flow, partition_flow
-        >>> from ebmppl.numpyro.kernels.neutra_core import fit_gaussian_reverse
-        >>> params, static = partition_flow(neutra_flow(jax.random.key(0), 2))
-        >>> target = lambda x: -0.5 * jnp.sum(((x - 3.0) / 0.1) ** 2)
-        >>> w = fit_gaussian_reverse(jax.random.key(1), params, static, jnp.zeros(2), target, num_steps=1000)
-        >>> [round(float(v), 1) for v in w.loc], [round(float(v), 1) for v in jnp.diag(w.matrix)]
-        ([3.0, 3.0], [0.1, 0.1])
-    """
-
-    def whitening(p):
-        m, log_scale = p
-        return Whitening(m, jnp.diag(jnp.exp(log_scale)), jnp.diag(jnp.exp(-log_scale)), jnp.sum(log_scale))
-
-    def loss_fn(p, z):
-        return _reverse_kl(logdensity, Transport(flow_params, whitening(p)), flow_static, z)
-
-    trained = _minimise(key, loss_fn, (loc, jnp.zeros_like(loc)), loc.shape[0], num_steps=num_steps,
-                        batch_size=batch_size, learning_rate=learning_rate)
-    return whitening(trained)
 
 
 def _reverse_kl(logdensity: Callable, transport: Transport, flow_static, z: jax.Array) -> jax.Array:

@@ -71,13 +71,6 @@ class NeuTraHMC(WalkerKernel):
         schedule: the :class:`~ebmppl.WarmupSchedule`; ``None`` for
             ``NeuTraHMC.default_schedule(warmup_steps)``.
         init_strategy: Pyro init strategy when ``model`` is given.
-        initial_gaussian: before the first iteration, replace the identity
-            standardisation of a fresh flow by the diagonal Gaussian closest to
-            the target in reverse KL (``neutra_core.fit_gaussian_reverse``).
-            It keeps the first trajectories short on targets whose scales are
-            far from one (posteriordb's earnings: Pyro warm-up 95 s -> 17 s),
-            but on strongly correlated posteriors its narrow scales slow the
-            flow fits (diamonds failed its check with it); off by default.
 
     Example:
         >>> import torch, pyro, pyro.distributions as dist
@@ -108,7 +101,6 @@ class NeuTraHMC(WalkerKernel):
         target_accept_prob: float = 0.8,
         schedule: WarmupSchedule | None = None,
         init_strategy: Callable = init_to_uniform,
-        initial_gaussian: bool = False,
     ):
         check_neutra_options(
             model=model,
@@ -135,7 +127,6 @@ class NeuTraHMC(WalkerKernel):
         self._user_schedule = schedule  # as given; `_schedule` is the one resolved for a run
         self._schedule = schedule
         self._init_strategy = init_strategy
-        self._initial_gaussian = bool(initial_gaussian)
         self._initial_params = None
         self._user_initial_params = None
         self._state: core.CoreState | None = None
@@ -163,7 +154,7 @@ class NeuTraHMC(WalkerKernel):
             schedule = self.default_schedule(warmup_steps)
         schedule.validate(warmup_steps)
         self._schedule = schedule
-        flow, factory, ready = build_flow(flow, neutra_flow, dim, position.device, position.dtype)
+        flow, factory, _ = build_flow(flow, neutra_flow, dim, position.device, position.dtype)
         config = core.Config(
             num_warmup=warmup_steps,
             target_accept_prob=self._target_accept_prob,
@@ -172,7 +163,6 @@ class NeuTraHMC(WalkerKernel):
             max_leapfrog=self._max_leapfrog,
             trajectory_length=self._trajectory_length,
             flow_factory=factory,
-            initial_fit=self._initial_gaussian and not ready,
         )
         check_initial_energy("NeuTraHMC", target.logdensity(position))
         state = core.init(position, target, flow, config, self._step_size)

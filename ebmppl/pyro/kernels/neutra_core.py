@@ -37,12 +37,10 @@ from ebmppl.pyro.flows import Whitening, base_maps, fit_flow, fresh_copy, identi
 from ebmppl.pyro.kernels.core import AdaptState, Target, _da_start, adapt_step_size, init_adapt
 from ebmppl.schedule import WarmupSchedule
 
-__all__ = ["Config", "CoreState", "Transport", "fit_flow_reverse", "fit_gaussian_reverse", "init", "latent_logdensity", "step"]
+__all__ = ["Config", "CoreState", "Transport", "fit_flow_reverse", "init", "latent_logdensity", "step"]
 
 PREFIT_LEAPFROG = 32  # the cap on leapfrog steps before the first fit (see _leapfrog_cap)
 DIVERGENCE_THRESHOLD = 1000.0  # an energy error above this ends a trajectory as divergent
-GAUSSIAN_BATCH = 32  # draws per Adam step of the initial Gaussian fit
-GAUSSIAN_LEARNING_RATE = 0.05  # its Adam rate: scales of 1e-2 or means of 10 within a few hundred steps
 
 
 class Config(NamedTuple):
@@ -56,7 +54,6 @@ class Config(NamedTuple):
         max_leapfrog: cap on the leapfrog steps of one trajectory.
         trajectory_length: fixed trajectory length, or ``None`` to adapt it.
         flow_factory: ``dim -> flow`` for fresh restarts, or ``None`` (no restarts).
-        initial_fit: start from :func:`fit_gaussian_reverse` (a fresh flow, warm-up to come).
     """
 
     num_warmup: int
@@ -66,7 +63,6 @@ class Config(NamedTuple):
     max_leapfrog: int
     trajectory_length: float | None
     flow_factory: Callable | None
-    initial_fit: bool = False
 
 
 class Transport(NamedTuple):
@@ -151,14 +147,7 @@ def _value_and_grad(target: Target, transport: Transport) -> Callable:
 
 
 def init(position: torch.Tensor, target: Target, flow: nn.Module, config: Config, step_size: float) -> CoreState:
-    """The state of walkers at data-space ``position`` (shape ``(C, D)``).
-
-    The standardisation is the identity or, with ``config.initial_fit`` (a
-    fresh flow, warm-up to come), the diagonal Gaussian closest to the
-    target (:func:`fit_gaussian_reverse`); the walkers stay where they are
-    (far out in its latent space, HMC brings them in; the first fit redraws
-    those still stranded).
-    """
+    """The state of walkers at data-space ``position`` (shape ``(C, D)``), under the identity standardisation."""
     num_walkers, dim = position.shape
     adapt = init_adapt(position, config, step_size)
     flow.requires_grad_(False)
@@ -179,17 +168,7 @@ def init(position: torch.Tensor, target: Target, flow: nn.Module, config: Config
         transport=Transport(flow, identity_whitening(dim, position.dtype, position.device)),
         adapt=adapt,
     )
-    if not (config.initial_fit and config.num_warmup > 0):
-        return relocate(state, position, target)  # a fitted flow, or no adaptation: as given
-    # a fresh flow: HMC on the scales of the diagonal Gaussian closest to the target
-    whitening = fit_gaussian_reverse(flow, position.mean(0), target.differentiable,
-                                     num_steps=gaussian_steps(config.num_warmup))
-    return relocate(state._replace(transport=Transport(flow, whitening)), position, target)
-
-
-def gaussian_steps(num_warmup: int) -> int:
-    """The cap on Adam steps of the initial Gaussian fit: that of the default schedule's fits."""
-    return WarmupSchedule.neutra(num_warmup).fit_steps
+    return relocate(state, position, target)
 
 
 def relocate(state: CoreState, position: torch.Tensor, target: Target) -> CoreState:
@@ -449,47 +428,6 @@ def fit_flow_reverse(
     for flow in candidates:
         flow.requires_grad_(False)
     return candidates[int(torch.argmin(losses))], losses
-
-
-def fit_gaussian_reverse(
-    flow: nn.Module,
-    loc: torch.Tensor,
-    logdensity: Callable,
-    *,
-    num_steps: int,
-    batch_size: int = GAUSSIAN_BATCH,
-    learning_rate: float = GAUSSIAN_LEARNING_RATE,
-) -> Whitening:
-    """A diagonal Gaussian fitted to the target by reverse KL, as a standardisation.
-
-    The mean-field Gaussian ``N(m, diag(s²))`` closest in reverse KL to the
-    target (automatic differentiation variational inference), trained from
-    ``m = loc``, ``s = 1`` with Adam under the plateau rule of
-    :func:`fit_flow_reverse`, through ``flow`` (a fresh, identity flow):
-    NeuTraHMC's transport before its first fit, so that its walkers start
-    where the target has mass and its first trajectories are on the target's
-    scales.
-
-    Example:
-        >>> import torch
-        >>> from ebmppl.pyro.flows import neutra_flow
-        >>> from ebmppl.pyro.kernels.neutra_core import fit_gaussian_reverse
-        >>> _ = torch.manual_seed(0)
-        >>> target = lambda x: -0.5 * (((x - 3.0) / 0.1) ** 2).sum(-1)
-        >>> w = fit_gaussian_reverse(neutra_flow(2), torch.zeros(2), target, num_steps=1000)
-        >>> [round(float(v), 1) for v in w.loc], [round(float(v), 1) for v in torch.diag(w.matrix)]
-        ([3.0, 3.0], [0.1, 0.1])
-    """
-    loc = loc.detach().clone().requires_grad_(True)
-    log_scale = torch.zeros_like(loc, requires_grad=True)
-
-    def whitening():
-        return Whitening(loc, torch.diag(log_scale.exp()), torch.diag((-log_scale).exp()), log_scale.sum())
-
-    _minimise([loc, log_scale], lambda z: _reverse_kl(logdensity, flow, whitening(), z), loc,
-              num_steps=num_steps, batch_size=batch_size, learning_rate=learning_rate)
-    with torch.no_grad():
-        return whitening()
 
 
 def _reverse_kl(logdensity: Callable, flow: nn.Module, whitening: Whitening, z: torch.Tensor) -> torch.Tensor:
