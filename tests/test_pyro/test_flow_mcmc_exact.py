@@ -96,3 +96,20 @@ def test_score_preconditioner_resolves_a_ridge_whose_scales_span_four_thousand()
     eigvals = eigvals + 1e-6 * np.abs(eigvals).mean()
     control = (eigvecs / eigvals) @ eigvecs.T
     assert np.sqrt(control[0, 0]) < RIDGE_SD[0] / 300
+
+
+def test_score_preconditioner_leaves_out_the_mean_score_of_the_way_in():
+    """Walkers drawn from a Gaussian target but 20 sd off along its first axis (on their way in):
+    the covariance of their scores is still the target's precision, and M M^T its covariance
+    (within 10%, 4000 draws); the mean score, 20 times the spread, is left out. Control: counted
+    in (score_total not given), it makes the first axis 10 times too narrow."""
+    from ebmppl.pyro.kernels.core import score_whitening
+
+    sd = np.array([1.0, 2.0, 0.5])
+    rng = np.random.default_rng(0)
+    x = sd * rng.standard_normal((4000, 3)) + np.array([20.0, 0.0, 0.0])
+    grad = torch.tensor(-x / sd**2, dtype=torch.float32)
+    w = score_whitening(grad.T @ grad, 4000, grad.sum(0))
+    np.testing.assert_allclose(np.sqrt(np.diag((w.matrix @ w.matrix.T).numpy())), sd, rtol=0.1)
+    control = score_whitening(grad.T @ grad, 4000)
+    assert float((control.matrix @ control.matrix.T)[0, 0].sqrt()) < sd[0] / 10

@@ -106,6 +106,7 @@ class AdaptState(NamedTuple):
         score_sum: shape ``(D, D)``, the sum of ``∇log π ∇log πᵀ`` over walkers
             and iterations since the last fit (FlowMCMC's preconditioner).
         score_count: how many finite gradients ``score_sum`` holds.
+        score_total: shape ``(D,)``, the sum of those gradients.
     """
 
     dual_averaging: tuple
@@ -115,6 +116,7 @@ class AdaptState(NamedTuple):
     fit_losses: jax.Array
     score_sum: jax.Array
     score_count: jax.Array
+    score_total: jax.Array
 
 
 class CoreState(NamedTuple):
@@ -190,6 +192,7 @@ def init_adapt(position: jax.Array, fresh_params: Any, schedule: WarmupSchedule,
         fit_losses=jnp.full((schedule.fresh_restarts + 1,), jnp.nan),
         score_sum=jnp.zeros((position.shape[-1],) * 2, position.dtype),
         score_count=jnp.zeros((), position.dtype),
+        score_total=jnp.zeros(position.shape[-1], position.dtype),
     )
 
 
@@ -272,7 +275,7 @@ def _fit(key, state: CoreState, flow_static, config: Config) -> tuple[FlowState,
         batch_size=schedule.batch_size,
         learning_rate=schedule.learning_rate,
     )
-    local = score_whitening(state.adapt.score_sum, state.adapt.score_count)
+    local = score_whitening(state.adapt.score_sum, state.adapt.score_count, state.adapt.score_total)
     return FlowState(params, whitening, jnp.asarray(True), local), losses
 
 
@@ -292,8 +295,15 @@ def score_restarts(schedule: WarmupSchedule) -> tuple[int, ...]:
     return tuple(max(fit - schedule.window // 2 + 1, 0) for fit in schedule.fit_iterations)
 
 
-def score_whitening(score_sum: jax.Array, count: jax.Array, jitter: float = 1e-6) -> Whitening:
-    """``M = F^(-1/2)`` for ``F = score_sum / count`` (the identity when ``count`` is 0).
+def score_whitening(score_sum: jax.Array, count: jax.Array, score_total: jax.Array | None = None,
+                    jitter: float = 1e-6) -> Whitening:
+    """``M = F^(-1/2)`` for ``F = score_sum / count - m m^T``, ``m = score_total / count``
+    (the identity when ``count`` is 0).
+
+    At the target the score has mean zero and ``F`` is its Fisher information
+    (the inverse covariance for a Gaussian). On the walkers' way in the mean
+    score ``m`` is many times its spread, and counted in ``F`` it would shrink
+    the steps along the way in to ``1 / |m|``: it is left out.
 
     Example:
         >>> import jax.numpy as jnp
@@ -305,6 +315,9 @@ def score_whitening(score_sum: jax.Array, count: jax.Array, jitter: float = 1e-6
     dim = score_sum.shape[-1]
     eye = jnp.eye(dim, dtype=score_sum.dtype)
     fisher = score_sum / jnp.maximum(count, 1.0)
+    if score_total is not None:
+        mean = score_total / jnp.maximum(count, 1.0)
+        fisher = fisher - jnp.outer(mean, mean)
     usable = (count > 0) & jnp.all(jnp.isfinite(fisher))  # e.g. gradients that overflow far out
     fisher = jnp.where(usable, fisher, eye)
     # Jacobi scaling first: F = D S D with S of unit diagonal, so that the jitter and the rounding of
@@ -399,7 +412,9 @@ def _adapt(key, state: CoreState, flow_static, config: Config) -> CoreState:
     restart = jnp.any(it == jnp.asarray(score_restarts(config.schedule) or (-1,)))
     score_sum = jnp.where(restart, 0.0, adapt.score_sum)
     score_count = jnp.where(restart, 0, adapt.score_count)
-    adapt = adapt._replace(score_sum=score_sum + grad.T @ grad, score_count=score_count + finite.sum())
+    score_total = jnp.where(restart, 0.0, adapt.score_total)
+    adapt = adapt._replace(score_sum=score_sum + grad.T @ grad, score_count=score_count + finite.sum(),
+                           score_total=score_total + grad.sum(0))
     state = state._replace(step_size=step_size, adapt=adapt)
     schedule = config.schedule
     if not schedule.fit_iterations:
@@ -415,6 +430,7 @@ def _adapt(key, state: CoreState, flow_static, config: Config) -> CoreState:
             fit_losses=losses,
             score_sum=jnp.zeros_like(s.adapt.score_sum),
             score_count=jnp.zeros_like(s.adapt.score_count),
+            score_total=jnp.zeros_like(s.adapt.score_total),
         )
         return s._replace(flow=flow, adapt=adapt)
 

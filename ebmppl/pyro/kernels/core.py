@@ -110,6 +110,7 @@ class AdaptState(NamedTuple):
         score_sum: shape ``(D, D)``, the sum of ``∇log π ∇log πᵀ`` over walkers
             and iterations since the last fit (FlowMCMC's preconditioner).
         score_count: how many finite gradients ``score_sum`` holds.
+        score_total: shape ``(D,)``, the sum of those gradients.
     """
 
     dual_averaging: DualAveraging
@@ -118,6 +119,7 @@ class AdaptState(NamedTuple):
     fit_losses: torch.Tensor
     score_sum: torch.Tensor
     score_count: int
+    score_total: torch.Tensor
 
 
 class CoreState(NamedTuple):
@@ -195,6 +197,7 @@ def init_adapt(position: torch.Tensor, config, step_size: float) -> AdaptState:
         fit_losses=position.new_full((restarts + 1,), math.nan),
         score_sum=position.new_zeros((position.shape[-1],) * 2),
         score_count=0,
+        score_total=position.new_zeros(position.shape[-1]),
     )
 
 
@@ -268,7 +271,7 @@ def _fit(state: CoreState, config: Config) -> tuple[FlowState, torch.Tensor]:
         batch_size=schedule.batch_size,
         learning_rate=schedule.learning_rate,
     )
-    local = score_whitening(state.adapt.score_sum, state.adapt.score_count)
+    local = score_whitening(state.adapt.score_sum, state.adapt.score_count, state.adapt.score_total)
     return FlowState(flow, whitening, True, local), losses
 
 
@@ -288,8 +291,15 @@ def score_restarts(schedule: WarmupSchedule) -> tuple[int, ...]:
     return tuple(max(fit - schedule.window // 2 + 1, 0) for fit in schedule.fit_iterations)
 
 
-def score_whitening(score_sum: torch.Tensor, count: int, jitter: float = 1e-6) -> Whitening:
-    """``M = F^(-1/2)`` for ``F = score_sum / count`` (the identity when ``count`` is 0).
+def score_whitening(score_sum: torch.Tensor, count: int, score_total: torch.Tensor | None = None,
+                    jitter: float = 1e-6) -> Whitening:
+    """``M = F^(-1/2)`` for ``F = score_sum / count - m m^T``, ``m = score_total / count``
+    (the identity when ``count`` is 0).
+
+    At the target the score has mean zero and ``F`` is its Fisher information
+    (the inverse covariance for a Gaussian). On the walkers' way in the mean
+    score ``m`` is many times its spread, and counted in ``F`` it would shrink
+    the steps along the way in to ``1 / |m|``: it is left out.
 
     Example:
         >>> import torch
@@ -300,6 +310,9 @@ def score_whitening(score_sum: torch.Tensor, count: int, jitter: float = 1e-6) -
     """
     dim, dtype, device = score_sum.shape[-1], score_sum.dtype, score_sum.device
     fisher = (score_sum / max(count, 1)).double()
+    if score_total is not None:
+        mean = (score_total / max(count, 1)).double()
+        fisher = fisher - torch.outer(mean, mean)
     if count == 0 or not torch.isfinite(fisher).all():  # e.g. gradients that overflow far out
         return identity_whitening(dim, dtype, device)
     # Jacobi scaling first: F = D S D with S of unit diagonal, so that the jitter and the rounding of
@@ -382,8 +395,10 @@ def _adapt(state: CoreState, config: Config) -> CoreState:
     finite = torch.isfinite(state.grad).all(-1)
     grad = torch.where(finite[:, None], state.grad, torch.zeros_like(state.grad))
     if it in score_restarts(config.schedule):  # the score over the later half of each window (the way in left out)
-        adapt = adapt._replace(score_sum=torch.zeros_like(adapt.score_sum), score_count=0)
-    adapt = adapt._replace(score_sum=adapt.score_sum + grad.T @ grad, score_count=adapt.score_count + int(finite.sum()))
+        adapt = adapt._replace(score_sum=torch.zeros_like(adapt.score_sum), score_count=0,
+                               score_total=torch.zeros_like(adapt.score_total))
+    adapt = adapt._replace(score_sum=adapt.score_sum + grad.T @ grad, score_count=adapt.score_count + int(finite.sum()),
+                           score_total=adapt.score_total + grad.sum(0))
     state = state._replace(step_size=step_size, adapt=adapt)
     schedule = config.schedule
     if it not in schedule.fit_iterations:
@@ -396,5 +411,6 @@ def _adapt(state: CoreState, config: Config) -> CoreState:
         fit_losses=losses,
         score_sum=torch.zeros_like(state.adapt.score_sum),
         score_count=0,
+        score_total=torch.zeros_like(state.adapt.score_total),
     )
     return state._replace(flow=flow, adapt=adapt)
