@@ -28,7 +28,7 @@ from ebmppl.numpyro.kernels.local import LocalState, hmc_step
 from ebmppl.schedule import WarmupSchedule
 
 __all__ = ["AdaptState", "Config", "CoreState", "FlowState", "Target", "adapt_step_size", "init", "init_adapt",
-           "score_restarts", "score_whitening", "step"]
+           "score_whitening", "step"]
 
 _da_init, _da_update = dual_averaging()
 
@@ -106,7 +106,6 @@ class AdaptState(NamedTuple):
         score_sum: shape ``(D, D)``, the sum of ``∇log π ∇log πᵀ`` over walkers
             and iterations since the last fit (FlowMCMC's preconditioner).
         score_count: how many finite gradients ``score_sum`` holds.
-        score_total: shape ``(D,)``, the sum of those gradients.
     """
 
     dual_averaging: tuple
@@ -116,7 +115,6 @@ class AdaptState(NamedTuple):
     fit_losses: jax.Array
     score_sum: jax.Array
     score_count: jax.Array
-    score_total: jax.Array
 
 
 class CoreState(NamedTuple):
@@ -192,7 +190,6 @@ def init_adapt(position: jax.Array, fresh_params: Any, schedule: WarmupSchedule,
         fit_losses=jnp.full((schedule.fresh_restarts + 1,), jnp.nan),
         score_sum=jnp.zeros((position.shape[-1],) * 2, position.dtype),
         score_count=jnp.zeros((), position.dtype),
-        score_total=jnp.zeros(position.shape[-1], position.dtype),
     )
 
 
@@ -275,35 +272,12 @@ def _fit(key, state: CoreState, flow_static, config: Config) -> tuple[FlowState,
         batch_size=schedule.batch_size,
         learning_rate=schedule.learning_rate,
     )
-    local = score_whitening(state.adapt.score_sum, state.adapt.score_count, state.adapt.score_total)
+    local = score_whitening(state.adapt.score_sum, state.adapt.score_count)
     return FlowState(params, whitening, jnp.asarray(True), local), losses
 
 
-def score_restarts(schedule: WarmupSchedule) -> tuple[int, ...]:
-    """The iterations where the score's sum starts again: half a window before each fit.
-
-    The local preconditioner fitted at a fit is the inverse Fisher information
-    of the score over the iterations since then: the walkers' way in, where
-    the score is many times its size at the target, is left out.
-
-    Example:
-        >>> from ebmppl.schedule import WarmupSchedule
-        >>> from ebmppl.numpyro.kernels.core import score_restarts
-        >>> WarmupSchedule.default(500).fit_iterations, score_restarts(WarmupSchedule.default(500))
-        ((99, 199, 299, 399), (50, 150, 250, 350))
-    """
-    return tuple(max(fit - schedule.window // 2 + 1, 0) for fit in schedule.fit_iterations)
-
-
-def score_whitening(score_sum: jax.Array, count: jax.Array, score_total: jax.Array | None = None,
-                    jitter: float = 1e-6) -> Whitening:
-    """``M = F^(-1/2)`` for ``F = score_sum / count - m m^T``, ``m = score_total / count``
-    (the identity when ``count`` is 0).
-
-    At the target the score has mean zero and ``F`` is its Fisher information
-    (the inverse covariance for a Gaussian). On the walkers' way in the mean
-    score ``m`` is many times its spread, and counted in ``F`` it would shrink
-    the steps along the way in to ``1 / |m|``: it is left out.
+def score_whitening(score_sum: jax.Array, count: jax.Array, jitter: float = 1e-6) -> Whitening:
+    """``M = F^(-1/2)`` for ``F = score_sum / count`` (the identity when ``count`` is 0).
 
     Example:
         >>> import jax.numpy as jnp
@@ -313,28 +287,16 @@ def score_whitening(score_sum: jax.Array, count: jax.Array, score_total: jax.Arr
         [0.25, 4.0]
     """
     dim = score_sum.shape[-1]
-    eye = jnp.eye(dim, dtype=score_sum.dtype)
     fisher = score_sum / jnp.maximum(count, 1.0)
-    if score_total is not None:
-        mean = score_total / jnp.maximum(count, 1.0)
-        fisher = fisher - jnp.outer(mean, mean)
     usable = (count > 0) & jnp.all(jnp.isfinite(fisher))  # e.g. gradients that overflow far out
-    fisher = jnp.where(usable, fisher, eye)
-    # Jacobi scaling first: F = D S D with S of unit diagonal, so that the jitter and the rounding of
-    # the eigendecomposition are relative to each coordinate's own scale (on posteriordb's kilpisjarvi
-    # the diagonal spans 1e7 and the ridge direction's eigenvalue is 1e-12 of the largest)
-    scale = jnp.sqrt(jnp.diag(fisher))
-    scale = jnp.where(scale > 0, scale, 1.0)
-    eigvals, eigvecs = jnp.linalg.eigh(fisher / scale[:, None] / scale[None, :])
+    eigvals, eigvecs = jnp.linalg.eigh(jnp.where(usable, fisher, jnp.eye(dim, dtype=fisher.dtype)))
     eigvals = jnp.clip(eigvals, 0.0) + jitter * (jnp.mean(jnp.abs(eigvals)) + 1e-12)
-    usable = usable & jnp.all(jnp.isfinite(eigvals)) & jnp.all(jnp.isfinite(scale))
+    usable = usable & jnp.all(jnp.isfinite(eigvals))
     eigvals = jnp.where(usable, eigvals, 1.0)
-    eigvecs = jnp.where(usable, eigvecs, eye)
-    scale = jnp.where(usable, scale, 1.0)
-    matrix = eigvecs / jnp.sqrt(eigvals) / scale[:, None]  # M = D^-1 V L^-1/2: M M^T = F^-1
-    inverse = (eigvecs * jnp.sqrt(eigvals)).T * scale[None, :]  # M^-1 = L^1/2 V^T D
-    log_det = -jnp.sum(jnp.log(scale)) - 0.5 * jnp.sum(jnp.log(eigvals))
-    return Whitening(jnp.zeros(dim, score_sum.dtype), matrix, inverse, log_det)
+    eigvecs = jnp.where(usable, eigvecs, jnp.eye(dim, dtype=score_sum.dtype))
+    matrix = eigvecs / jnp.sqrt(eigvals)
+    inverse = (eigvecs * jnp.sqrt(eigvals)).T
+    return Whitening(jnp.zeros(dim, score_sum.dtype), matrix, inverse, -0.5 * jnp.sum(jnp.log(eigvals)))
 
 
 def step(key: jax.Array, state: CoreState, target: Target, flow_static, config: Config) -> CoreState:
@@ -408,13 +370,7 @@ def _adapt(key, state: CoreState, flow_static, config: Config) -> CoreState:
     )
     finite = jnp.all(jnp.isfinite(state.grad), -1)
     grad = jnp.where(finite[:, None], state.grad, 0.0)
-    # the score is counted over the later half of each window (the walkers' way in left out)
-    restart = jnp.any(it == jnp.asarray(score_restarts(config.schedule) or (-1,)))
-    score_sum = jnp.where(restart, 0.0, adapt.score_sum)
-    score_count = jnp.where(restart, 0, adapt.score_count)
-    score_total = jnp.where(restart, 0.0, adapt.score_total)
-    adapt = adapt._replace(score_sum=score_sum + grad.T @ grad, score_count=score_count + finite.sum(),
-                           score_total=score_total + grad.sum(0))
+    adapt = adapt._replace(score_sum=adapt.score_sum + grad.T @ grad, score_count=adapt.score_count + finite.sum())
     state = state._replace(step_size=step_size, adapt=adapt)
     schedule = config.schedule
     if not schedule.fit_iterations:
@@ -430,7 +386,6 @@ def _adapt(key, state: CoreState, flow_static, config: Config) -> CoreState:
             fit_losses=losses,
             score_sum=jnp.zeros_like(s.adapt.score_sum),
             score_count=jnp.zeros_like(s.adapt.score_count),
-            score_total=jnp.zeros_like(s.adapt.score_total),
         )
         return s._replace(flow=flow, adapt=adapt)
 

@@ -32,7 +32,7 @@ from ebmppl.pyro.kernels.local import LocalState, hmc_step
 from ebmppl.schedule import WarmupSchedule
 
 __all__ = ["AdaptState", "Config", "CoreState", "FlowState", "Target", "adapt_step_size", "init", "init_adapt",
-           "score_restarts", "score_whitening", "step"]
+           "score_whitening", "step"]
 
 
 def _da_start(step_size: float) -> DualAveraging:
@@ -110,7 +110,6 @@ class AdaptState(NamedTuple):
         score_sum: shape ``(D, D)``, the sum of ``∇log π ∇log πᵀ`` over walkers
             and iterations since the last fit (FlowMCMC's preconditioner).
         score_count: how many finite gradients ``score_sum`` holds.
-        score_total: shape ``(D,)``, the sum of those gradients.
     """
 
     dual_averaging: DualAveraging
@@ -119,7 +118,6 @@ class AdaptState(NamedTuple):
     fit_losses: torch.Tensor
     score_sum: torch.Tensor
     score_count: int
-    score_total: torch.Tensor
 
 
 class CoreState(NamedTuple):
@@ -197,7 +195,6 @@ def init_adapt(position: torch.Tensor, config, step_size: float) -> AdaptState:
         fit_losses=position.new_full((restarts + 1,), math.nan),
         score_sum=position.new_zeros((position.shape[-1],) * 2),
         score_count=0,
-        score_total=position.new_zeros(position.shape[-1]),
     )
 
 
@@ -271,35 +268,12 @@ def _fit(state: CoreState, config: Config) -> tuple[FlowState, torch.Tensor]:
         batch_size=schedule.batch_size,
         learning_rate=schedule.learning_rate,
     )
-    local = score_whitening(state.adapt.score_sum, state.adapt.score_count, state.adapt.score_total)
+    local = score_whitening(state.adapt.score_sum, state.adapt.score_count)
     return FlowState(flow, whitening, True, local), losses
 
 
-def score_restarts(schedule: WarmupSchedule) -> tuple[int, ...]:
-    """The iterations where the score's sum starts again: half a window before each fit.
-
-    The local preconditioner fitted at a fit is the inverse Fisher information
-    of the score over the iterations since then: the walkers' way in, where
-    the score is many times its size at the target, is left out.
-
-    Example:
-        >>> from ebmppl.schedule import WarmupSchedule
-        >>> from ebmppl.pyro.kernels.core import score_restarts
-        >>> WarmupSchedule.default(500).fit_iterations, score_restarts(WarmupSchedule.default(500))
-        ((99, 199, 299, 399), (50, 150, 250, 350))
-    """
-    return tuple(max(fit - schedule.window // 2 + 1, 0) for fit in schedule.fit_iterations)
-
-
-def score_whitening(score_sum: torch.Tensor, count: int, score_total: torch.Tensor | None = None,
-                    jitter: float = 1e-6) -> Whitening:
-    """``M = F^(-1/2)`` for ``F = score_sum / count - m m^T``, ``m = score_total / count``
-    (the identity when ``count`` is 0).
-
-    At the target the score has mean zero and ``F`` is its Fisher information
-    (the inverse covariance for a Gaussian). On the walkers' way in the mean
-    score ``m`` is many times its spread, and counted in ``F`` it would shrink
-    the steps along the way in to ``1 / |m|``: it is left out.
+def score_whitening(score_sum: torch.Tensor, count: int, jitter: float = 1e-6) -> Whitening:
+    """``M = F^(-1/2)`` for ``F = score_sum / count`` (the identity when ``count`` is 0).
 
     Example:
         >>> import torch
@@ -310,21 +284,13 @@ def score_whitening(score_sum: torch.Tensor, count: int, score_total: torch.Tens
     """
     dim, dtype, device = score_sum.shape[-1], score_sum.dtype, score_sum.device
     fisher = (score_sum / max(count, 1)).double()
-    if score_total is not None:
-        mean = (score_total / max(count, 1)).double()
-        fisher = fisher - torch.outer(mean, mean)
     if count == 0 or not torch.isfinite(fisher).all():  # e.g. gradients that overflow far out
         return identity_whitening(dim, dtype, device)
-    # Jacobi scaling first: F = D S D with S of unit diagonal, so that the jitter and the rounding of
-    # the eigendecomposition are relative to each coordinate's own scale (on posteriordb's kilpisjarvi
-    # the diagonal spans 1e7 and the ridge direction's eigenvalue is 1e-12 of the largest)
-    scale = torch.diagonal(fisher).sqrt()
-    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-    eigvals, eigvecs = torch.linalg.eigh(fisher / scale[:, None] / scale[None, :])
+    eigvals, eigvecs = torch.linalg.eigh(fisher)
     eigvals = eigvals.clamp(min=0.0) + jitter * (eigvals.abs().mean() + 1e-12)
-    matrix = eigvecs / eigvals.sqrt() / scale[:, None]  # M = D^-1 V L^-1/2: M M^T = F^-1
-    inverse = (eigvecs * eigvals.sqrt()).T * scale[None, :]  # M^-1 = L^1/2 V^T D
-    log_det = -scale.log().sum() - 0.5 * eigvals.log().sum()
+    matrix = eigvecs / eigvals.sqrt()
+    inverse = (eigvecs * eigvals.sqrt()).T
+    log_det = -0.5 * eigvals.log().sum()
     return Whitening(torch.zeros(dim, dtype=dtype, device=device), matrix.to(dtype), inverse.to(dtype), log_det.to(dtype))
 
 
@@ -394,11 +360,7 @@ def _adapt(state: CoreState, config: Config) -> CoreState:
     step_size, adapt = adapt_step_size(state.adapt, state.step_size, state.position, accept, it, config)
     finite = torch.isfinite(state.grad).all(-1)
     grad = torch.where(finite[:, None], state.grad, torch.zeros_like(state.grad))
-    if it in score_restarts(config.schedule):  # the score over the later half of each window (the way in left out)
-        adapt = adapt._replace(score_sum=torch.zeros_like(adapt.score_sum), score_count=0,
-                               score_total=torch.zeros_like(adapt.score_total))
-    adapt = adapt._replace(score_sum=adapt.score_sum + grad.T @ grad, score_count=adapt.score_count + int(finite.sum()),
-                           score_total=adapt.score_total + grad.sum(0))
+    adapt = adapt._replace(score_sum=adapt.score_sum + grad.T @ grad, score_count=adapt.score_count + int(finite.sum()))
     state = state._replace(step_size=step_size, adapt=adapt)
     schedule = config.schedule
     if it not in schedule.fit_iterations:
@@ -411,6 +373,5 @@ def _adapt(state: CoreState, config: Config) -> CoreState:
         fit_losses=losses,
         score_sum=torch.zeros_like(state.adapt.score_sum),
         score_count=0,
-        score_total=torch.zeros_like(state.adapt.score_total),
     )
     return state._replace(flow=flow, adapt=adapt)
