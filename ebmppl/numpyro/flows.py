@@ -243,11 +243,14 @@ def neutra_flow(
     return Transformed(StandardNormal((dim,)), Scan(layers))
 
 
-def fit_diagonal_whitening(points: jax.Array, jitter: float = 1e-6) -> Whitening:
+def fit_diagonal_whitening(points: jax.Array, jitter: float = 1e-6, robust: bool = False) -> Whitening:
     """Standardisation of ``points`` (shape ``(n, D)``): mean 0 and unit variance per coordinate.
 
     Unlike :func:`fit_whitening` it does not rotate, so the coordinates keep
-    the model's order, which an autoregressive flow follows.
+    the model's order, which an autoregressive flow follows. With ``robust``
+    the location is the median and the scale the MAD (times 1.4826, the
+    standard deviation for a normal; the standard deviation where the MAD is
+    zero), which a minority of far-out points does not move.
 
     Example:
         >>> import jax.numpy as jnp
@@ -255,9 +258,18 @@ def fit_diagonal_whitening(points: jax.Array, jitter: float = 1e-6) -> Whitening
         >>> w = fit_diagonal_whitening(jnp.array([[0.0, 10.0], [2.0, 30.0]]))
         >>> w.loc.tolist(), jnp.diag(w.matrix).round(3).tolist()
         ([1.0, 20.0], [1.0, 10.0])
+        >>> far_out = jnp.array([[0.0], [1.0], [2.0], [3.0], [1000.0]])
+        >>> w = fit_diagonal_whitening(far_out, robust=True)
+        >>> float(w.loc[0]), round(float(w.matrix[0, 0]), 3)
+        (2.0, 1.483)
     """
-    loc = points.mean(0)
-    var = points.var(0)
+    if robust:
+        loc = jnp.median(points, 0)
+        mad = 1.4826 * jnp.median(jnp.abs(points - loc), 0)
+        var = jnp.where(mad > 0, mad, points.std(0)) ** 2
+    else:
+        loc = points.mean(0)
+        var = points.var(0)
     scale = jnp.sqrt(var + jitter * (jnp.mean(var) + 1e-12))
     return Whitening(loc, jnp.diag(scale), jnp.diag(1.0 / scale), jnp.sum(jnp.log(scale)))
 

@@ -172,21 +172,32 @@ def neutra_flow(dim: int, *, num_layers: int = 4, nn_width: int = 32, nn_depth: 
     return AffineAutoregressiveFlow(dim, num_layers=num_layers, nn_width=nn_width, nn_depth=nn_depth)
 
 
-def fit_diagonal_whitening(points: torch.Tensor, jitter: float = 1e-6) -> Whitening:
+def fit_diagonal_whitening(points: torch.Tensor, jitter: float = 1e-6, robust: bool = False) -> Whitening:
     """Standardisation of ``points`` (shape ``(n, D)``): mean 0 and unit variance per coordinate.
 
     Unlike :func:`fit_whitening` it does not rotate, so the coordinates keep
-    the model's order, which an autoregressive flow follows.
+    the model's order, which an autoregressive flow follows. With ``robust``
+    the location is the median and the scale the MAD (times 1.4826, the
+    standard deviation for a normal; the standard deviation where the MAD is
+    zero), which a minority of far-out points does not move.
 
     Example:
         >>> import torch
         >>> w = fit_diagonal_whitening(torch.tensor([[0.0, 10.0], [2.0, 30.0]]))
         >>> w.loc.tolist(), torch.diag(w.matrix).round(decimals=3).tolist()
         ([1.0, 20.0], [1.0, 10.0])
+        >>> w = fit_diagonal_whitening(torch.tensor([[0.0], [1.0], [2.0], [3.0], [1000.0]]), robust=True)
+        >>> float(w.loc[0]), round(float(w.matrix[0, 0]), 3)
+        (2.0, 1.483)
     """
     points = points.detach()
-    loc = points.mean(0)
-    var = points.var(0, unbiased=False)
+    if robust:
+        loc = points.median(0).values
+        mad = 1.4826 * (points - loc).abs().median(0).values
+        var = torch.where(mad > 0, mad, points.std(0, unbiased=False)) ** 2
+    else:
+        loc = points.mean(0)
+        var = points.var(0, unbiased=False)
     scale = (var + jitter * (var.mean() + 1e-12)).sqrt()
     return Whitening(loc, torch.diag(scale), torch.diag(1.0 / scale), scale.log().sum())
 

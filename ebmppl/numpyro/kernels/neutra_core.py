@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import optax
 
 from ebmppl._shared import FIT_CHUNK, FIT_DECAY, FIT_PATIENCE, FIT_TOLERANCE
-from ebmppl.numpyro.flows import Whitening, fit_flow
+from ebmppl.numpyro.flows import Whitening, fit_diagonal_whitening, fit_flow
 from ebmppl.numpyro.kernels.core import AdaptState, _da_start, _identity, adapt_step_size, init_adapt
 from ebmppl.schedule import WarmupSchedule
 
@@ -356,14 +356,8 @@ def _window_whitening(state: CoreState) -> Whitening:
     walker stuck far out (one in eight on posteriordb's earnings) would
     make the variance many times the target's: the median and the MAD
     ignore both, and a fit started from a Gaussian that wide can diverge.
-    A coordinate whose MAD is zero falls back on its standard deviation.
     """
-    points = _recent_window(state)
-    loc = jnp.median(points, 0)
-    mad = 1.4826 * jnp.median(jnp.abs(points - loc), 0)
-    scale = jnp.where(mad > 0, mad, points.std(0))
-    scale = jnp.sqrt(scale**2 + 1e-6 * (jnp.mean(scale**2) + 1e-12))
-    return Whitening(loc, jnp.diag(scale), jnp.diag(1.0 / scale), jnp.sum(jnp.log(scale)))
+    return fit_diagonal_whitening(_recent_window(state), robust=True)
 
 
 def _trajectory_length(state: CoreState, flow_static) -> jax.Array:

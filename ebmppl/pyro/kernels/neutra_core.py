@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from ebmppl._shared import FIT_CHUNK, FIT_DECAY, FIT_PATIENCE, FIT_TOLERANCE
-from ebmppl.pyro.flows import Whitening, base_maps, fit_flow, fresh_copy, identity_whitening
+from ebmppl.pyro.flows import Whitening, base_maps, fit_diagonal_whitening, fit_flow, fresh_copy, identity_whitening
 from ebmppl.pyro.kernels.core import AdaptState, Target, _da_start, adapt_step_size, init_adapt
 from ebmppl.schedule import WarmupSchedule
 
@@ -325,15 +325,8 @@ def _window_whitening(state: CoreState) -> Whitening:
     walker stuck far out (one in eight on posteriordb's earnings) would
     make the variance many times the target's: the median and the MAD
     ignore both, and a fit started from a Gaussian that wide can diverge.
-    A coordinate whose MAD is zero falls back on its standard deviation.
     """
-    points = _recent_window(state)
-    loc = points.median(0).values
-    mad = 1.4826 * (points - loc).abs().median(0).values
-    spread = points.std(0, unbiased=False)
-    scale = torch.where(mad > 0, mad, spread)
-    scale = (scale**2 + 1e-6 * ((scale**2).mean() + 1e-12)).sqrt()
-    return Whitening(loc, torch.diag(scale), torch.diag(1.0 / scale), scale.log().sum())
+    return fit_diagonal_whitening(_recent_window(state), robust=True)
 
 
 def _trajectory_length(state: CoreState) -> float:
