@@ -80,9 +80,9 @@ class FlowState(NamedTuple):
         ready: whether global moves are made (false until the first fit of a
             flow built by ebmppl).
         local: the preconditioner of the local moves: ``M`` with ``M Mᵀ`` the
-            inverse of the mean outer product of the target's score over the
-            warm-up iterations before the last fit (the Fisher information;
-            for a Gaussian, its covariance). Unlike the walkers' covariance, it
+            inverse covariance of the target's score over the warm-up
+            iterations before the last fit (at the target, the inverse Fisher
+            information; for a Gaussian, its covariance). Unlike the walkers' covariance, it
             has the shape of one mode, not of the spread between modes.
     """
 
@@ -106,6 +106,7 @@ class AdaptState(NamedTuple):
         score_sum: shape ``(D, D)``, the sum of ``∇log π ∇log πᵀ`` over walkers
             and iterations since the last fit (FlowMCMC's preconditioner).
         score_count: how many finite gradients ``score_sum`` holds.
+        score_total: shape ``(D,)``, the sum of those gradients.
     """
 
     dual_averaging: tuple
@@ -115,6 +116,7 @@ class AdaptState(NamedTuple):
     fit_losses: jax.Array
     score_sum: jax.Array
     score_count: jax.Array
+    score_total: jax.Array
 
 
 class CoreState(NamedTuple):
@@ -190,6 +192,7 @@ def init_adapt(position: jax.Array, fresh_params: Any, schedule: WarmupSchedule,
         fit_losses=jnp.full((schedule.fresh_restarts + 1,), jnp.nan),
         score_sum=jnp.zeros((position.shape[-1],) * 2, position.dtype),
         score_count=jnp.zeros((), position.dtype),
+        score_total=jnp.zeros(position.shape[-1], position.dtype),
     )
 
 
@@ -272,12 +275,21 @@ def _fit(key, state: CoreState, flow_static, config: Config) -> tuple[FlowState,
         batch_size=schedule.batch_size,
         learning_rate=schedule.learning_rate,
     )
-    local = score_whitening(state.adapt.score_sum, state.adapt.score_count)
+    local = score_whitening(state.adapt.score_sum, state.adapt.score_count, state.adapt.score_total)
     return FlowState(params, whitening, jnp.asarray(True), local), losses
 
 
-def score_whitening(score_sum: jax.Array, count: jax.Array, jitter: float = 1e-6) -> Whitening:
-    """``M = F^(-1/2)`` for ``F = score_sum / count`` (the identity when ``count`` is 0).
+def score_whitening(score_sum: jax.Array, count: jax.Array, score_total: jax.Array | None = None,
+                    jitter: float = 1e-6) -> Whitening:
+    """``M = F^(-1/2)`` for ``F = score_sum / count - m mᵀ``, ``m = score_total / count``
+    (the identity when ``count`` is 0).
+
+    At the target the score has mean zero and ``F`` is its Fisher information
+    (the inverse covariance for a Gaussian). On the walkers' way in the mean
+    score ``m`` is many times its spread; counted in ``F`` it would shrink the
+    steps along the way in to about ``1 / |m|``, so it is left out. ``F`` is
+    scaled to a unit diagonal before its eigendecomposition, so that the
+    jitter is relative to each coordinate's own scale.
 
     Example:
         >>> import jax.numpy as jnp
@@ -287,16 +299,28 @@ def score_whitening(score_sum: jax.Array, count: jax.Array, jitter: float = 1e-6
         [0.25, 4.0]
     """
     dim = score_sum.shape[-1]
+    eye = jnp.eye(dim, dtype=score_sum.dtype)
     fisher = score_sum / jnp.maximum(count, 1.0)
+    if score_total is not None:
+        mean = score_total / jnp.maximum(count, 1.0)
+        fisher = fisher - jnp.outer(mean, mean)
     usable = (count > 0) & jnp.all(jnp.isfinite(fisher))  # e.g. gradients that overflow far out
-    eigvals, eigvecs = jnp.linalg.eigh(jnp.where(usable, fisher, jnp.eye(dim, dtype=fisher.dtype)))
+    fisher = jnp.where(usable, fisher, eye)
+    # Jacobi scaling first, F = D S D with S of unit diagonal: the jitter and the rounding of the
+    # eigendecomposition are then relative to each coordinate's own scale (on posteriordb's
+    # kilpisjarvi the diagonal spans 1e7 and the ridge's eigenvalue is 1e-13 of the largest)
+    scale = jnp.sqrt(jnp.diag(fisher))
+    scale = jnp.where(scale > 0, scale, 1.0)
+    eigvals, eigvecs = jnp.linalg.eigh(fisher / scale[:, None] / scale[None, :])
     eigvals = jnp.clip(eigvals, 0.0) + jitter * (jnp.mean(jnp.abs(eigvals)) + 1e-12)
-    usable = usable & jnp.all(jnp.isfinite(eigvals))
+    usable = usable & jnp.all(jnp.isfinite(eigvals)) & jnp.all(jnp.isfinite(scale))
     eigvals = jnp.where(usable, eigvals, 1.0)
-    eigvecs = jnp.where(usable, eigvecs, jnp.eye(dim, dtype=score_sum.dtype))
-    matrix = eigvecs / jnp.sqrt(eigvals)
-    inverse = (eigvecs * jnp.sqrt(eigvals)).T
-    return Whitening(jnp.zeros(dim, score_sum.dtype), matrix, inverse, -0.5 * jnp.sum(jnp.log(eigvals)))
+    eigvecs = jnp.where(usable, eigvecs, eye)
+    scale = jnp.where(usable, scale, 1.0)
+    matrix = eigvecs / jnp.sqrt(eigvals) / scale[:, None]  # M = D^-1 V L^-1/2: M M^T = F^-1
+    inverse = (eigvecs * jnp.sqrt(eigvals)).T * scale[None, :]  # M^-1 = L^1/2 V^T D
+    log_det = -jnp.sum(jnp.log(scale)) - 0.5 * jnp.sum(jnp.log(eigvals))
+    return Whitening(jnp.zeros(dim, score_sum.dtype), matrix, inverse, log_det)
 
 
 def step(key: jax.Array, state: CoreState, target: Target, flow_static, config: Config) -> CoreState:
@@ -370,7 +394,8 @@ def _adapt(key, state: CoreState, flow_static, config: Config) -> CoreState:
     )
     finite = jnp.all(jnp.isfinite(state.grad), -1)
     grad = jnp.where(finite[:, None], state.grad, 0.0)
-    adapt = adapt._replace(score_sum=adapt.score_sum + grad.T @ grad, score_count=adapt.score_count + finite.sum())
+    adapt = adapt._replace(score_sum=adapt.score_sum + grad.T @ grad, score_count=adapt.score_count + finite.sum(),
+                           score_total=adapt.score_total + grad.sum(0))
     state = state._replace(step_size=step_size, adapt=adapt)
     schedule = config.schedule
     if not schedule.fit_iterations:
@@ -386,6 +411,7 @@ def _adapt(key, state: CoreState, flow_static, config: Config) -> CoreState:
             fit_losses=losses,
             score_sum=jnp.zeros_like(s.adapt.score_sum),
             score_count=jnp.zeros_like(s.adapt.score_count),
+            score_total=jnp.zeros_like(s.adapt.score_total),
         )
         return s._replace(flow=flow, adapt=adapt)
 

@@ -17,6 +17,7 @@ from ebmppl.numpyro.kernels.setup import (
     check_vectorized,
     flat_logdensity,
     initial_params,
+    warn_at_end_of_warmup,
 )
 from ebmppl.numpyro.keys import typed_key
 from ebmppl._shared import check_flow_mcmc_options
@@ -191,9 +192,12 @@ class FlowMCMC(EnsembleKernel):
         state = start(position, params, fresh_params)
         check_initial_energy("FlowMCMC", state.logdensity)
 
+        end_of_warmup = warn_at_end_of_warmup("FlowMCMC", unravel, dim, num_warmup)
+
         def sample(state: FlowMCMCState, model_args, model_kwargs) -> FlowMCMCState:
             key, step_key = jax.random.split(state.rng_key)
             new = core.step(typed_key(step_key), state.core, target, static, config)
+            end_of_warmup(new.i, new.adapt.window)
             return _wrap(new, unravel, key)
 
         self._sample_fn = sample

@@ -20,6 +20,7 @@ from ebmppl.numpyro.kernels.setup import (
     check_vectorized,
     flat_logdensity,
     initial_params,
+    warn_at_end_of_warmup,
 )
 from ebmppl.numpyro.keys import typed_key
 from ebmppl.numpyro.potential import Potential
@@ -216,9 +217,12 @@ class NeuTraHMC(EnsembleKernel):
         check_initial_energy("NeuTraHMC", initial)
         check_initial_energy("NeuTraHMC", state.latent_logdensity)
 
+        end_of_warmup = warn_at_end_of_warmup("NeuTraHMC", unravel, dim, num_warmup)
+
         def sample(state: NeuTraHMCState, model_args, model_kwargs) -> NeuTraHMCState:
             key, step_key = jax.random.split(state.rng_key)
             new = core.step(typed_key(step_key), state.core, logdensity, static, config)
+            end_of_warmup(new.i, new.adapt.window)
             return _wrap(new, unravel, key)
 
         self._sample_fn = sample

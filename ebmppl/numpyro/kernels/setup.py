@@ -23,10 +23,12 @@ from numpyro.infer.mcmc import MCMCKernel
 from numpyro.infer.util import initialize_model
 from numpyro.util import identity, is_prng_key
 
+from ebmppl._shared import warn_if_not_mixed
 from ebmppl.numpyro.flows import check_flow, partition_flow
 from ebmppl.schedule import WarmupSchedule
 
-__all__ = ["EnsembleKernel", "build_flow", "check_initial_energy", "check_vectorized", "flat_logdensity", "initial_params"]
+__all__ = ["EnsembleKernel", "build_flow", "check_initial_energy", "check_vectorized", "flat_logdensity", "initial_params",
+           "warn_at_end_of_warmup"]
 
 
 class EnsembleKernel(MCMCKernel):
@@ -120,6 +122,30 @@ def flat_logdensity(potential_fn: Callable, init_params) -> tuple[Callable, Call
         return value
 
     return logdensity, unravel, position
+
+
+def warn_at_end_of_warmup(kernel: str, unravel: Callable, dim: int, num_warmup: int) -> Callable:
+    """``(i, window) -> None``, to call inside a step: at ``i == num_warmup``, the mixing check.
+
+    The check (:func:`ebmppl._shared.warn_if_not_mixed`) runs on the host, once,
+    on the window of the last warm-up positions, and its warning names NumPyro's
+    ``num_warmup`` and the site of the worst coordinate.
+    """
+
+    def site_of(k: int) -> str:
+        tree = unravel(jnp.zeros(dim).at[k].set(1.0))
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+            if np.any(np.asarray(leaf) != 0):
+                return str(getattr(path[0], "key", jax.tree_util.keystr(path))) if path else "x"
+        return "?"
+
+    def report(window) -> None:
+        warn_if_not_mixed(kernel, np.asarray(window), num_warmup, "num_warmup", site_of)
+
+    def check(i, window) -> None:
+        jax.lax.cond(i == num_warmup, lambda w: jax.debug.callback(report, w), lambda w: None, window)
+
+    return check
 
 
 def build_flow(flow: Any, default: Callable, key, dim: int, schedule: WarmupSchedule):

@@ -86,9 +86,9 @@ class FlowState(NamedTuple):
         ready: whether global moves are made (false until the first fit of a
             flow built by ebmppl).
         local: the preconditioner of the local moves: ``M`` with ``M Mᵀ`` the
-            inverse of the mean outer product of the target's score over the
-            warm-up iterations before the last fit (the Fisher information;
-            for a Gaussian, its covariance). Unlike the walkers' covariance, it
+            inverse covariance of the target's score over the warm-up
+            iterations before the last fit (at the target, the inverse Fisher
+            information; for a Gaussian, its covariance). Unlike the walkers' covariance, it
             has the shape of one mode, not of the spread between modes.
     """
 
@@ -110,6 +110,7 @@ class AdaptState(NamedTuple):
         score_sum: shape ``(D, D)``, the sum of ``∇log π ∇log πᵀ`` over walkers
             and iterations since the last fit (FlowMCMC's preconditioner).
         score_count: how many finite gradients ``score_sum`` holds.
+        score_total: shape ``(D,)``, the sum of those gradients.
     """
 
     dual_averaging: DualAveraging
@@ -118,6 +119,7 @@ class AdaptState(NamedTuple):
     fit_losses: torch.Tensor
     score_sum: torch.Tensor
     score_count: int
+    score_total: torch.Tensor
 
 
 class CoreState(NamedTuple):
@@ -195,6 +197,7 @@ def init_adapt(position: torch.Tensor, config, step_size: float) -> AdaptState:
         fit_losses=position.new_full((restarts + 1,), math.nan),
         score_sum=position.new_zeros((position.shape[-1],) * 2),
         score_count=0,
+        score_total=position.new_zeros(position.shape[-1]),
     )
 
 
@@ -268,12 +271,21 @@ def _fit(state: CoreState, config: Config) -> tuple[FlowState, torch.Tensor]:
         batch_size=schedule.batch_size,
         learning_rate=schedule.learning_rate,
     )
-    local = score_whitening(state.adapt.score_sum, state.adapt.score_count)
+    local = score_whitening(state.adapt.score_sum, state.adapt.score_count, state.adapt.score_total)
     return FlowState(flow, whitening, True, local), losses
 
 
-def score_whitening(score_sum: torch.Tensor, count: int, jitter: float = 1e-6) -> Whitening:
-    """``M = F^(-1/2)`` for ``F = score_sum / count`` (the identity when ``count`` is 0).
+def score_whitening(score_sum: torch.Tensor, count: int, score_total: torch.Tensor | None = None,
+                    jitter: float = 1e-6) -> Whitening:
+    """``M = F^(-1/2)`` for ``F = score_sum / count - m mᵀ``, ``m = score_total / count``
+    (the identity when ``count`` is 0).
+
+    At the target the score has mean zero and ``F`` is its Fisher information
+    (the inverse covariance for a Gaussian). On the walkers' way in the mean
+    score ``m`` is many times its spread; counted in ``F`` it would shrink the
+    steps along the way in to about ``1 / |m|``, so it is left out. ``F`` is
+    scaled to a unit diagonal before its eigendecomposition, so that the
+    jitter is relative to each coordinate's own scale.
 
     Example:
         >>> import torch
@@ -284,13 +296,21 @@ def score_whitening(score_sum: torch.Tensor, count: int, jitter: float = 1e-6) -
     """
     dim, dtype, device = score_sum.shape[-1], score_sum.dtype, score_sum.device
     fisher = (score_sum / max(count, 1)).double()
+    if score_total is not None:
+        mean = (score_total / max(count, 1)).double()
+        fisher = fisher - torch.outer(mean, mean)
     if count == 0 or not torch.isfinite(fisher).all():  # e.g. gradients that overflow far out
         return identity_whitening(dim, dtype, device)
-    eigvals, eigvecs = torch.linalg.eigh(fisher)
+    # Jacobi scaling first, F = D S D with S of unit diagonal: the jitter and the rounding of the
+    # eigendecomposition are then relative to each coordinate's own scale (on posteriordb's
+    # kilpisjarvi the diagonal spans 1e7 and the ridge's eigenvalue is 1e-13 of the largest)
+    scale = torch.diagonal(fisher).sqrt()
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    eigvals, eigvecs = torch.linalg.eigh(fisher / scale[:, None] / scale[None, :])
     eigvals = eigvals.clamp(min=0.0) + jitter * (eigvals.abs().mean() + 1e-12)
-    matrix = eigvecs / eigvals.sqrt()
-    inverse = (eigvecs * eigvals.sqrt()).T
-    log_det = -0.5 * eigvals.log().sum()
+    matrix = eigvecs / eigvals.sqrt() / scale[:, None]  # M = D^-1 V L^-1/2: M M^T = F^-1
+    inverse = (eigvecs * eigvals.sqrt()).T * scale[None, :]  # M^-1 = L^1/2 V^T D
+    log_det = -scale.log().sum() - 0.5 * eigvals.log().sum()
     return Whitening(torch.zeros(dim, dtype=dtype, device=device), matrix.to(dtype), inverse.to(dtype), log_det.to(dtype))
 
 
@@ -360,7 +380,8 @@ def _adapt(state: CoreState, config: Config) -> CoreState:
     step_size, adapt = adapt_step_size(state.adapt, state.step_size, state.position, accept, it, config)
     finite = torch.isfinite(state.grad).all(-1)
     grad = torch.where(finite[:, None], state.grad, torch.zeros_like(state.grad))
-    adapt = adapt._replace(score_sum=adapt.score_sum + grad.T @ grad, score_count=adapt.score_count + int(finite.sum()))
+    adapt = adapt._replace(score_sum=adapt.score_sum + grad.T @ grad, score_count=adapt.score_count + int(finite.sum()),
+                           score_total=adapt.score_total + grad.sum(0))
     state = state._replace(step_size=step_size, adapt=adapt)
     schedule = config.schedule
     if it not in schedule.fit_iterations:
@@ -373,5 +394,6 @@ def _adapt(state: CoreState, config: Config) -> CoreState:
         fit_losses=losses,
         score_sum=torch.zeros_like(state.adapt.score_sum),
         score_count=0,
+        score_total=torch.zeros_like(state.adapt.score_total),
     )
     return state._replace(flow=flow, adapt=adapt)

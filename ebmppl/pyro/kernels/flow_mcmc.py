@@ -11,7 +11,7 @@ from pyro.infer.autoguide.initialization import init_to_uniform
 from ebmppl.pyro.flows import default_flow
 from ebmppl.pyro.kernels import core
 from ebmppl.pyro.kernels.setup import WalkerKernel, build_flow, check_initial_energy, flat_target, resolve_num_walkers
-from ebmppl._shared import check_flow_mcmc_options
+from ebmppl._shared import check_flow_mcmc_options, warn_if_not_mixed
 from ebmppl.schedule import WarmupSchedule
 
 __all__ = ["FlowMCMC"]
@@ -169,6 +169,9 @@ class FlowMCMC(WalkerKernel):
     def sample(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         state = core.step(self._state, self._target, self._config)
         self._state = state
+        if state.i == self._config.num_warmup:
+            window = state.adapt.window.detach().cpu().numpy()
+            warn_if_not_mixed("FlowMCMC", window, state.i, "warmup_steps", self._layout.site_of)
         if state.i > self._config.num_warmup:
             record = self._runs[-1]
             record["accept_prob"].append(state.accept_prob)

@@ -10,7 +10,7 @@ import torch
 from pyro import poutine
 from pyro.infer.autoguide.initialization import init_to_uniform
 
-from ebmppl._shared import check_neutra_options
+from ebmppl._shared import check_neutra_options, warn_if_not_mixed
 from ebmppl.pyro.flows import neutra_flow
 from ebmppl.pyro.kernels import neutra_core as core
 from ebmppl.pyro.kernels.setup import WalkerKernel, build_flow, check_initial_energy, flat_target, resolve_num_walkers
@@ -174,6 +174,9 @@ class NeuTraHMC(WalkerKernel):
     def sample(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         state = core.step(self._state, self._target, self._config)
         self._state = state
+        if state.i == self._config.num_warmup:
+            window = state.adapt.window.detach().cpu().numpy()
+            warn_if_not_mixed("NeuTraHMC", window, state.i, "warmup_steps", self._layout.site_of)
         if state.i > self._config.num_warmup:
             record = self._runs[-1]
             record["accept_prob"].append(state.accept_prob)

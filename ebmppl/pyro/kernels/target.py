@@ -61,6 +61,14 @@ class Layout(NamedTuple):
         """``{name: (C, *shape)}`` to ``(C, D)``."""
         return torch.cat([params[name].reshape(params[name].shape[0], -1) for name in self.names], dim=1)
 
+    def site_of(self, k: int) -> str:
+        """The site holding flat coordinate ``k``."""
+        for name, shape in zip(self.names, self.shapes):
+            if k < shape.numel():
+                return name
+            k -= shape.numel()
+        raise IndexError(f"coordinate {k} is beyond the layout's {self.dim}")
+
     def unflatten(self, position: torch.Tensor) -> dict[str, torch.Tensor]:
         """``(C, D)`` to ``{name: (C, *shape)}``."""
         sizes = [shape.numel() for shape in self.shapes]
