@@ -7,8 +7,9 @@ as posteriordb's stat_comp_benchmarks do: every parameter's mean within 0.25
 reference sd and its sd within 20% of the reference's. Printed per run:
 pass/fail, max z (|mean - ref| / ref sd over the parameters), worst
 |sd / ref sd - 1|, wall time, min bulk ESS over the parameters (walkers or
-chains as ArviZ chains), and the NeuTraHMC / NUTS wall-time ratio of each
-posterior and backend.
+chains as ArviZ chains), whether the kernel warned at the end of warm-up
+that its walkers had not mixed, and the NeuTraHMC / NUTS wall-time ratio
+of each posterior and backend.
 
 Budget (the same for every sampler): 8 chains (NumPyro ``num_chains=8``
 vectorized, Pyro ``num_walkers=8``; Pyro's NUTS runs 1 chain of the same
@@ -27,6 +28,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -85,7 +87,12 @@ def run_one(backend: str, name: str, sampler: str, chains: int, warmup: int, dra
     import posteriordb_models as pdb
 
     runner = run_numpyro if backend == "numpyro" else run_pyro
-    out = runner(name, sampler, chains, warmup, draws, seed)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = runner(name, sampler, chains, warmup, draws, seed)
+    for w in caught:  # shown as they would be, and the end-of-warm-up check's kept for the table
+        warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    warned = any("have not mixed" in str(w.message) for w in caught)
     chains_by_param = {p: np.asarray(v).reshape(out["chains"], -1) for p, v in out["draws"].items()}
     flat = {p: v.ravel() for p, v in chains_by_param.items()}
     result = pdb.check(name, flat)
@@ -93,7 +100,7 @@ def run_one(backend: str, name: str, sampler: str, chains: int, warmup: int, dra
     return {
         "backend": backend, "posterior": name, "sampler": sampler, "passed": bool(result["passed"]),
         "max_z": float(result["max_z"]), "worst_sd": float(result["worst_sd"]), "worst": result["worst"],
-        "wall": out["wall"], "min_ess": ess,
+        "wall": out["wall"], "min_ess": ess, "warned": warned,
     }
 
 
@@ -117,7 +124,7 @@ def main(argv=None) -> None:
         print(json.dumps(run_one(*args.one, *budget)))
         return
     print(f"{'backend':8} {'posterior':43} {'kernel':10} {'ok':4} {'max z':>6} {'worst sd':>8} "
-          f"{'wall s':>7} {'min ESS':>8}", flush=True)
+          f"{'wall s':>7} {'min ESS':>8} {'warned':>6}", flush=True)
     for backend in args.backends:
         for name in args.names:
             walls = {}
@@ -139,7 +146,8 @@ def main(argv=None) -> None:
                 r = json.loads(out.stdout.strip().splitlines()[-1])
                 walls[sampler] = r["wall"]
                 print(f"{backend:8} {name:43} {KERNEL_NAMES[sampler]:10} {'yes' if r['passed'] else 'NO':4} "
-                      f"{r['max_z']:6.3f} {r['worst_sd']:8.3f} {r['wall']:7.1f} {r['min_ess']:8.0f}"
+                      f"{r['max_z']:6.3f} {r['worst_sd']:8.3f} {r['wall']:7.1f} {r['min_ess']:8.0f} "
+                      f"{'yes' if r['warned'] else 'no':>6}"
                       + ("" if r["passed"] else f"  worst {r['worst']}"), flush=True)
                 if args.json:
                     with open(args.json, "a") as f:
