@@ -3,24 +3,51 @@
 Each parameter's mean must lie within 0.25 reference sd of the reference mean and its
 sd within 20% of the reference sd (posteriordb's stat_comp_benchmarks check), with the
 budget of ``benchmarks/posteriordb.py``: 8 walkers, 500 warm-up iterations, 500 draws.
-One posterior runs in ``make test``, all eleven in ``make test-slow``; the NumPyro side is
+One posterior runs in ``make test``, all eleven in ``make test-slow``. Where the default
+warm-up is too short (``NEEDS_LONGER_WARMUP``), the run must fail and warn, naming the setting,
+and pass with the longer warm-up; the NumPyro side is
 ``tests/test_numpyro/test_posteriordb.py``.
 """
+
+import warnings
 
 import pyro
 import pytest
 from pyro.infer import MCMC
 
 from ebmppl.pyro import FlowMCMC, NeuTraHMC
-from test_common.posteriordb import FAST, NAMES, pdb
+from test_common.posteriordb import NEEDS_LONGER_WARMUP, NOT_MIXED, cases, pdb
 
 
-@pytest.mark.parametrize("kernel", [FlowMCMC, NeuTraHMC])
-@pytest.mark.parametrize("name", [pytest.param(n, marks=() if n in FAST else pytest.mark.slow) for n in NAMES])
-def test_default_kernel_matches_the_reference(name, kernel):
+def run(name, kernel, warmup_steps=500):
+    """The check's result and whether the end-of-warm-up check warned."""
     model, kwargs = pdb.pyro_model(name)
     pyro.set_rng_seed(0)
-    mcmc = MCMC(kernel(model, num_walkers=8), warmup_steps=500, num_samples=500, disable_progbar=True)
-    mcmc.run(**kwargs)
-    result = pdb.check(name, pdb.stan_draws(name, mcmc.get_samples()))
-    assert result["passed"], {p: (round(r["z"], 3), round(r["sd_ratio"], 3)) for p, r in result["params"].items()}
+    mcmc = MCMC(kernel(model, num_walkers=8), warmup_steps=warmup_steps, num_samples=500, disable_progbar=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        mcmc.run(**kwargs)
+    messages = [str(w.message) for w in caught if NOT_MIXED in str(w.message)]
+    return pdb.check(name, pdb.stan_draws(name, mcmc.get_samples())), messages
+
+
+def failures(result):
+    return {p: (round(r["z"], 3), round(r["sd_ratio"], 3)) for p, r in result["params"].items()}
+
+
+@pytest.mark.parametrize(("name", "kernel"), cases([FlowMCMC, NeuTraHMC]))
+def test_default_kernel_matches_the_reference(name, kernel):
+    result, messages = run(name, kernel)
+    assert result["passed"], failures(result)
+    assert messages == []  # no false alarm from the end-of-warm-up check
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "kernel_name"), list(NEEDS_LONGER_WARMUP))
+def test_a_default_that_fails_warns_and_passes_with_the_warmup_it_asks_for(name, kernel_name):
+    kernel = {"FlowMCMC": FlowMCMC, "NeuTraHMC": NeuTraHMC}[kernel_name]
+    result, messages = run(name, kernel)
+    assert not result["passed"] and len(messages) == 1 and "warmup_steps=1000 or more" in messages[0]
+    result, messages = run(name, kernel, warmup_steps=NEEDS_LONGER_WARMUP[name, kernel_name])
+    assert result["passed"], failures(result)
+    assert messages == []
