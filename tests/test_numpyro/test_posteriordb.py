@@ -11,7 +11,9 @@ and pass with the longer warm-up; the Pyro side is
 
 import warnings
 
+import arviz as az
 import jax
+import numpy as np
 import pytest
 from numpyro.infer import MCMC
 
@@ -20,7 +22,7 @@ from test_common.posteriordb import NEEDS_LONGER_WARMUP, NOT_MIXED, cases, pdb
 
 
 def run(name, kernel, num_warmup=500):
-    """The check's result and whether the end-of-warm-up check warned."""
+    """The check's result, the end-of-warm-up check's warnings, and the draws' largest R-hat (walkers as chains)."""
     model, kwargs = pdb.numpyro_model(name)
     mcmc = MCMC(kernel(model), num_warmup=num_warmup, num_samples=500, num_chains=8,
                 chain_method="vectorized", progress_bar=False)
@@ -28,7 +30,9 @@ def run(name, kernel, num_warmup=500):
         warnings.simplefilter("always")
         mcmc.run(jax.random.PRNGKey(0), **kwargs)
     messages = [str(w.message) for w in caught if NOT_MIXED in str(w.message)]
-    return pdb.check(name, pdb.stan_draws(name, mcmc.get_samples())), messages
+    by_walker = pdb.stan_draws(name, mcmc.get_samples(group_by_chain=True), batch_ndim=2)
+    rhat = max(float(az.rhat(np.asarray(v).reshape(8, -1))) for v in by_walker.values())
+    return pdb.check(name, pdb.stan_draws(name, mcmc.get_samples())), messages, rhat
 
 
 def failures(result):
@@ -37,17 +41,19 @@ def failures(result):
 
 @pytest.mark.parametrize(("name", "kernel"), cases([FlowMCMC, NeuTraHMC]))
 def test_default_kernel_matches_the_reference(name, kernel):
-    result, messages = run(name, kernel)
+    result, messages, rhat = run(name, kernel)
     assert result["passed"], failures(result)
-    assert messages == []  # no false alarm from the end-of-warm-up check
+    # no false alarm: a warning at the end of warm-up only where the draws' R-hat confirms it
+    # (NeuTraHMC on kilpisjarvi passes the check but warns: its draws' R-hat is 1.07, ESS 84)
+    assert not messages or rhat > 1.01, (messages, rhat)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("name", "kernel_name"), list(NEEDS_LONGER_WARMUP))
 def test_a_default_that_fails_warns_and_passes_with_the_warmup_it_asks_for(name, kernel_name):
     kernel = {"FlowMCMC": FlowMCMC, "NeuTraHMC": NeuTraHMC}[kernel_name]
-    result, messages = run(name, kernel)
+    result, messages, _ = run(name, kernel)
     assert not result["passed"] and len(messages) == 1 and "num_warmup=1000 or more" in messages[0]
-    result, messages = run(name, kernel, num_warmup=NEEDS_LONGER_WARMUP[name, kernel_name])
+    result, messages, _ = run(name, kernel, num_warmup=NEEDS_LONGER_WARMUP[name, kernel_name])
     assert result["passed"], failures(result)
     assert messages == []
