@@ -31,3 +31,24 @@ def cases(kernels):
 
     return [pytest.param(n, k, marks=() if n in FAST else pytest.mark.slow, id=f"{n}-{k.__name__}")
             for n in NAMES for k in kernels if (n, k.__name__) not in NEEDS_LONGER_WARMUP]
+
+
+def outcome(name, by_walker, caught):
+    """A run's check result, its end-of-warm-up warnings, and the draws' largest R-hat.
+
+    ``by_walker``: the samples grouped by walker (NumPyro chains or Pyro walkers), ``(8, draws, ...)``;
+    ``caught``: the warnings recorded during the run.
+    """
+    import arviz as az
+    import numpy as np
+
+    messages = [str(w.message) for w in caught if NOT_MIXED in str(w.message)]
+    draws = pdb.stan_draws(name, by_walker, batch_ndim=2)
+    rhat = max(float(az.rhat(np.asarray(v).reshape(8, -1))) for v in draws.values())
+    flat = {p: np.asarray(v).ravel() for p, v in draws.items()}
+    return pdb.check(name, flat), messages, rhat
+
+
+def failures(result):
+    """Each parameter's z and sd ratio, for an assertion's message."""
+    return {p: (round(r["z"], 3), round(r["sd_ratio"], 3)) for p, r in result["params"].items()}

@@ -11,14 +11,12 @@ and pass with the longer warm-up; the Pyro side is
 
 import warnings
 
-import arviz as az
 import jax
-import numpy as np
 import pytest
 from numpyro.infer import MCMC
 
 from ebmppl.numpyro import FlowMCMC, NeuTraHMC
-from test_common.posteriordb import NEEDS_LONGER_WARMUP, NOT_MIXED, cases, pdb
+from test_common.posteriordb import NEEDS_LONGER_WARMUP, cases, failures, outcome, pdb
 
 
 def run(name, kernel, num_warmup=500):
@@ -29,14 +27,7 @@ def run(name, kernel, num_warmup=500):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         mcmc.run(jax.random.PRNGKey(0), **kwargs)
-    messages = [str(w.message) for w in caught if NOT_MIXED in str(w.message)]
-    by_walker = pdb.stan_draws(name, mcmc.get_samples(group_by_chain=True), batch_ndim=2)
-    rhat = max(float(az.rhat(np.asarray(v).reshape(8, -1))) for v in by_walker.values())
-    return pdb.check(name, pdb.stan_draws(name, mcmc.get_samples())), messages, rhat
-
-
-def failures(result):
-    return {p: (round(r["z"], 3), round(r["sd_ratio"], 3)) for p, r in result["params"].items()}
+    return outcome(name, mcmc.get_samples(group_by_chain=True), caught)
 
 
 @pytest.mark.parametrize(("name", "kernel"), cases([FlowMCMC, NeuTraHMC]))

@@ -176,7 +176,7 @@ class NeuTraHMC(WalkerKernel):
         self._state = state
         if state.i == self._config.num_warmup:
             window = state.adapt.window.detach().cpu().numpy()
-            warn_if_not_mixed("NeuTraHMC", window, state.i, "warmup_steps", self._layout.site_of)
+            warn_if_not_mixed("NeuTraHMC", window, self._config.num_warmup, "warmup_steps", self._layout.site_of)
         if state.i > self._config.num_warmup:
             record = self._runs[-1]
             record["accept_prob"].append(state.accept_prob)
