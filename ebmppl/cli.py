@@ -46,7 +46,7 @@ from ebmppl.runs import (
 
 __all__ = ["main", "main_exit"]
 
-METHODS = ("flow", "ula", "short-run", "neutra")
+from ebmppl.options import METHODS  # noqa: E402
 BACKENDS = ("numpyro", "pyro")
 
 

@@ -16,7 +16,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import math
+from typing import Callable, NamedTuple
 
 import equinox as eqx
 import jax
@@ -35,9 +36,12 @@ from flowjax.bijections import (
 )
 from flowjax.distributions import AbstractDistribution, StandardNormal, Transformed
 
-from ebmppl._shared import interleaved_slots
+from ebmppl.options import FitStopping
+from ebmppl.pca_order import interleaved_slots
+from ebmppl.numpyro.moves.transport import Transport, latent_logdensity
 
 __all__ = [
+    "fit_flow_reverse",
     "Whitening",
     "check_flow",
     "default_flow",
@@ -50,6 +54,9 @@ __all__ = [
     "proposal_log_prob",
     "proposal_sample_and_log_prob",
 ]
+
+#: when a reverse-KL fit stops (see :class:`~ebmppl.options.FitStopping`)
+STOP = FitStopping()
 
 
 class Whitening(NamedTuple):
@@ -415,3 +422,123 @@ def _numerically_inverted_parts(flow) -> list[str]:
     kinds = (NumericalInverse, BlockAutoregressiveNetwork)
     found = jax.tree.leaves(flow, is_leaf=lambda node: isinstance(node, kinds))
     return sorted({type(node).__name__ for node in found if isinstance(node, kinds)})
+
+
+def fit_flow_reverse(
+    key: jax.Array,
+    candidates,
+    static,
+    whitening: Whitening,
+    logdensity: Callable,
+    *,
+    num_steps: int,
+    batch_size: int,
+    learning_rate: float,
+):
+    """Fit several transports by reverse KL to the target and keep the best.
+
+    Minimises ``E_{z ~ N(0, I)}[log ρ(z) - log π(T(z)) - log|det J_T(z)|]``
+    (the KL from the transport's push-forward to the target, minus ``log Z``) with Adam on
+    fresh standard-normal batches; draws where the target is not finite are
+    left out of the mean, and non-finite gradients skip the update. A fit
+    stops when its loss stops improving (see :class:`~ebmppl.options.FitStopping`):
+    ``num_steps`` is a cap. The candidates are trained one after the other and
+    the one with the lowest loss on a common batch of ``4 * batch_size``
+    draws is returned.
+
+    Returns:
+        ``(params, losses)`` as :func:`~ebmppl.numpyro.flows.fit_flow`.
+    """
+    dim = whitening.loc.shape[0]
+
+    def loss_fn(params, z):
+        return _reverse_kl(logdensity, Transport(params, whitening), static, z)
+
+    def train_one(args):
+        params, train_key = args
+        return _minimise(train_key, loss_fn, params, dim, num_steps=num_steps, batch_size=batch_size,
+                         learning_rate=learning_rate)
+
+    eval_key, train_key = jax.random.split(key)
+    num_candidates = jax.tree.leaves(candidates)[0].shape[0]
+    trained = jax.lax.map(train_one, (candidates, jax.random.split(train_key, num_candidates)))
+    z_eval = jax.random.normal(eval_key, (4 * batch_size, dim))
+    losses = jax.vmap(loss_fn, in_axes=(0, None))(trained, z_eval)
+    losses = jnp.where(jnp.isfinite(losses), losses, jnp.inf)
+    best = jnp.argmin(losses)
+    return jax.tree.map(lambda leaf: leaf[best], trained), losses
+
+
+def _reverse_kl(logdensity: Callable, transport: Transport, flow_static, z: jax.Array) -> jax.Array:
+    """``mean_z [log ρ(z) - log π(T(z)) - log|det J_T(z)|]`` over the draws where the target is finite."""
+    fn = jax.vmap(latent_logdensity(logdensity, transport, flow_static))
+    # draws where the target is not finite are left out (else one NaN point would skip the step):
+    # they are found first and replaced by z = 0, so that no NaN reaches the gradient
+    finite = jax.lax.stop_gradient(jnp.isfinite(fn(z)[0]))
+    safe = jnp.where(finite[:, None], z, 0.0)
+    # log ρ(z) - latent log density: its mean is KL - log Z, and ρ's share cancels the noise of |z|²
+    gap = -0.5 * jnp.sum(safe**2, -1) - fn(safe)[0]
+    mean = jnp.sum(jnp.where(finite, gap, 0.0)) / jnp.maximum(jnp.sum(finite), 1)
+    return jnp.where(jnp.any(finite), mean, jnp.nan) - 0.5 * z.shape[-1] * math.log(2 * math.pi)
+
+
+def _minimise(key, loss_fn: Callable, params, dim: int, *, num_steps: int, batch_size: int,
+              learning_rate: float):
+    """Adam on ``loss_fn(params, z)``, ``z`` fresh standard-normal batches, until the loss stops improving.
+
+    Non-finite gradients skip the update. The loss is averaged over chunks of
+    :class:`~ebmppl.options.FitStopping` steps; after ``STOP.patience`` chunks
+    without improvement the rate drops to ``STOP.decay`` of itself, after as
+    many more the training stops; ``num_steps`` caps it.
+    """
+    optimizer = optax.chain(
+        optax.clip_by_global_norm(10.0),
+        optax.apply_if_finite(optax.adam(learning_rate), max_consecutive_errors=1_000_000),
+    )
+    chunk = min(STOP.chunk, num_steps)
+    num_chunks = max(1, num_steps // chunk)
+
+    def train_chunk(params, opt_state, scale, chunk_key):
+        def one_step(carry, step_key):
+            params, opt_state = carry
+            z = jax.random.normal(step_key, (batch_size, dim))
+            loss, grads = jax.value_and_grad(loss_fn)(params, z)
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            updates = jax.tree.map(lambda u: scale * u, updates)
+            return (optax.apply_updates(params, updates), opt_state), loss
+
+        (params, opt_state), losses = jax.lax.scan(
+            one_step, (params, opt_state), jax.random.split(chunk_key, chunk)
+        )
+        return params, opt_state, losses
+
+    def keep_going(carry):
+        _, _, stage, _, _, n, _ = carry
+        return (stage < 2) & (n < num_chunks)
+
+    def body(carry):
+        params, opt_state, stage, stalled, best, n, key = carry
+        key, chunk_key = jax.random.split(key)
+        scale = jnp.where(stage == 0, 1.0, STOP.decay)
+        params, opt_state, losses = train_chunk(params, opt_state, scale, chunk_key)
+        mean, stderr = _mean_and_stderr(losses)
+        improved = mean < best - jnp.maximum(stderr, STOP.tolerance)
+        stalled = jnp.where(improved, 0, stalled + 1)
+        stage = jnp.where(stalled >= STOP.patience, stage + 1, stage)
+        stalled = jnp.where(stalled >= STOP.patience, 0, stalled)
+        best = jnp.where(improved, mean, best)
+        return params, opt_state, stage, stalled, best, n + 1, key
+
+    zero = jnp.asarray(0)
+    init = (params, optimizer.init(params), zero, zero, jnp.asarray(jnp.inf), zero, key)
+    return jax.lax.while_loop(keep_going, body, init)[0]
+
+
+def _mean_and_stderr(losses: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The mean of a chunk's finite minibatch losses and its standard error (``inf`` if none is finite)."""
+    finite = jnp.isfinite(losses)
+    count = jnp.sum(finite)
+    mean = jnp.sum(jnp.where(finite, losses, 0.0)) / jnp.maximum(count, 1)
+    var = jnp.sum(jnp.where(finite, (losses - mean) ** 2, 0.0)) / jnp.maximum(count - 1, 1)
+    stderr = jnp.sqrt(var / jnp.maximum(count, 1))
+    return jnp.where(count > 0, mean, jnp.inf), jnp.where(count > 1, stderr, jnp.inf)

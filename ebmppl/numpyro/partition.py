@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ebmppl._shared import LogPartition, log_partition_from_log_weights
+from ebmppl.partition import LogPartition, log_partition_from_log_weights
 from ebmppl.numpyro.keys import typed_key
 from ebmppl.numpyro.potential import Potential
 
@@ -59,7 +59,7 @@ def log_partition(
         batch_size: draws evaluated at once.
 
     Returns:
-        A :class:`~ebmppl._shared.LogPartition` ``(log_z, stderr, ess, num_samples)``.
+        A :class:`~ebmppl.partition.LogPartition` ``(log_z, stderr, ess, num_samples)``.
 
     Raises:
         ValueError: shapes that do not match, or NaN energies at the draws.

@@ -52,11 +52,11 @@ import numpy as np
 import optax
 from numpyro import handlers
 
-from ebmppl._shared import method_defaults
+from ebmppl.options import TrainerOptions
 from ebmppl.numpyro.flows import check_flow, default_flow, fit_flow, identity_whitening, partition_flow
 from ebmppl.numpyro.flows import proposal_log_prob, proposal_sample_and_log_prob
-from ebmppl.numpyro.kernels.isir import isir_step
-from ebmppl.numpyro.kernels.local import LocalState, hmc_step
+from ebmppl.numpyro.moves.isir import isir_step
+from ebmppl.numpyro.moves.hmc import LocalState, hmc_step
 from ebmppl.numpyro.keys import typed_key
 from ebmppl.numpyro.potential import Potential
 
@@ -64,7 +64,6 @@ __all__ = ["EBMTrainer", "TrainResult", "TrainState", "load_checkpoint", "save_c
 
 CHECKPOINT_FORMAT = "ebmppl-numpyro-train-state-v1"
 
-METHODS = ("flow", "ula", "short-run", "neutra")
 HISTORY = ("loss", "energy_data", "energy_negatives", "global_accept_prob", "local_accept_prob")
 
 
@@ -174,15 +173,16 @@ class EBMTrainer:
         flow_fit_steps: int = 2000,
         flow_learning_rate: float = 3e-3,
     ):
-        num_local_steps, target_accept_prob, step_size = method_defaults(
-            method, num_local_steps, target_accept_prob, step_size
+        options = TrainerOptions(
+            method=method, batch_size=batch_size, pool_size=pool_size, num_rounds=num_rounds,
+            num_local_steps=num_local_steps, num_particles=num_particles, step_size=step_size,
+            target_accept_prob=target_accept_prob, energy_penalty=energy_penalty, max_grad_norm=max_grad_norm,
+            max_failures=max_failures, ema_decay=ema_decay, flow_fit_steps=flow_fit_steps,
+            flow_learning_rate=flow_learning_rate,
+        ).validate()
+        num_local_steps, target_accept_prob, step_size = (
+            options.num_local_steps, options.target_accept_prob, options.step_size
         )
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-        if ema_decay is not None and not 0.0 <= ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
-        if batch_size < 1 or pool_size < batch_size:
-            raise ValueError(f"need 1 <= batch_size <= pool_size, got {batch_size}, {pool_size}")
         self.model = model
         self.method = method
         self.optim = optax.chain(optax.clip_by_global_norm(max_grad_norm), optim)

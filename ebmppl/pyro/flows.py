@@ -20,15 +20,17 @@ from __future__ import annotations
 import copy
 import functools
 import math
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 from torch import nn
 from torch.distributions import Distribution, Transform, TransformedDistribution
 
-from ebmppl._shared import interleaved_slots
+from ebmppl.options import FitStopping
+from ebmppl.pca_order import interleaved_slots
 
 __all__ = [
+    "fit_flow_reverse",
     "Whitening",
     "as_flow_module",
     "check_flow",
@@ -43,6 +45,9 @@ __all__ = [
     "proposal_log_prob",
     "proposal_sample_and_log_prob",
 ]
+
+#: when a reverse-KL fit stops (see :class:`~ebmppl.options.FitStopping`)
+STOP = FitStopping()
 
 
 class Whitening(NamedTuple):
@@ -448,3 +453,107 @@ def _numerically_inverted_parts(flow: nn.Module) -> list[str]:
         if isinstance(univariate, type) and issubclass(univariate, MonotonicTransform):
             found.add(univariate.__name__)
     return sorted(found)
+
+
+def fit_flow_reverse(
+    candidates: list[nn.Module],
+    whitening: Whitening,
+    logdensity: Callable,
+    *,
+    num_steps: int,
+    batch_size: int,
+    learning_rate: float,
+) -> tuple[nn.Module, torch.Tensor]:
+    """Fit several transports by reverse KL to the target and keep the best.
+
+    Each candidate is trained in place to minimise
+    ``E_{z ~ N(0, I)}[log ρ(z) - log π(T(z)) - log|det J_T(z)|]`` (the KL from
+    the transport's push-forward to the target, minus ``log Z``) with Adam on
+    fresh standard-normal batches; draws where the target is not finite are
+    left out of the mean, and steps with a non-finite loss or gradient are
+    skipped. A fit stops when its loss stops improving (see
+    :class:`~ebmppl.options.FitStopping`): ``num_steps`` is a cap. The
+    candidate with the lowest loss on a common batch of ``4 * batch_size``
+    draws is returned.
+
+    Returns:
+        ``(flow, losses)`` as :func:`~ebmppl.pyro.flows.fit_flow`.
+    """
+    reference = whitening.loc
+    z_eval = torch.randn(4 * batch_size, reference.shape[0], dtype=reference.dtype, device=reference.device)
+    losses = []
+    for flow in candidates:
+        parameters = [p for p in flow.parameters() if p.requires_grad]
+        _minimise(parameters, lambda z: _reverse_kl(logdensity, flow, whitening, z), reference,
+                  num_steps=num_steps, batch_size=batch_size, learning_rate=learning_rate)
+        with torch.no_grad():
+            loss = _reverse_kl(logdensity, flow, whitening, z_eval)
+        losses.append(loss if torch.isfinite(loss) else torch.full_like(loss, math.inf))
+    losses = torch.stack(losses)
+    for flow in candidates:
+        flow.requires_grad_(False)
+    return candidates[int(torch.argmin(losses))], losses
+
+
+def _reverse_kl(logdensity: Callable, flow: nn.Module, whitening: Whitening, z: torch.Tensor) -> torch.Tensor:
+    """``mean_z [log ρ(z) - log π(T(z)) - log|det J_T(z)|]`` over the draws where the target is finite."""
+    from ebmppl.pyro.moves.transport import Transport, latent_logdensity  # it imports this module
+
+    fn = latent_logdensity(logdensity, Transport(flow, whitening))
+    value, _, _ = fn(z)
+    finite = torch.isfinite(value)
+    if not finite.all():
+        # draws where the target is not finite are left out (else one NaN point would skip the
+        # step), and the rest evaluated again, so that no NaN reaches the gradient
+        if not finite.any():
+            return value.sum()
+        z = z[finite]
+        value, _, _ = fn(z)
+    return (-0.5 * (z**2).sum(-1) - value).mean() - 0.5 * z.shape[-1] * math.log(2 * math.pi)
+
+
+def _minimise(parameters: list, loss_fn: Callable, reference: torch.Tensor, *, num_steps: int, batch_size: int,
+              learning_rate: float) -> None:
+    """Adam on ``loss_fn(z)``, ``z`` fresh standard-normal batches, until the loss stops improving.
+
+    Steps with a non-finite loss or gradient are skipped. The loss is averaged
+    over chunks of :class:`~ebmppl.options.FitStopping` steps; after
+    ``STOP.patience`` chunks without improvement the rate drops to ``STOP.decay``
+    of itself, after as many more the training stops; ``num_steps`` caps it.
+    """
+    dim = reference.shape[-1]
+    chunk = min(STOP.chunk, num_steps)
+    optimizer = torch.optim.Adam(parameters, lr=learning_rate)
+    stage, stalled, best = 0, 0, math.inf
+    for _ in range(max(1, num_steps // chunk)):
+        chunk_losses = []
+        for _ in range(chunk):
+            z = torch.randn(batch_size, dim, dtype=reference.dtype, device=reference.device)
+            with torch.enable_grad():
+                loss = loss_fn(z)
+                optimizer.zero_grad()
+                loss.backward()
+            norm = torch.nn.utils.clip_grad_norm_(parameters, 10.0)
+            if torch.isfinite(loss) and torch.isfinite(norm):
+                optimizer.step()
+            chunk_losses.append(loss.detach())
+        mean, stderr = _mean_and_stderr(torch.stack(chunk_losses))
+        improved = mean < best - max(stderr, STOP.tolerance)
+        stalled = 0 if improved else stalled + 1
+        best = mean if improved else best
+        if stalled >= STOP.patience:  # a plateau: first a lower rate, then stop
+            stage, stalled = stage + 1, 0
+            if stage == 2:
+                return
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate * STOP.decay
+
+
+def _mean_and_stderr(losses: torch.Tensor) -> tuple[float, float]:
+    """The mean of a chunk's finite minibatch losses and its standard error (``inf`` if none is finite)."""
+    finite = losses[torch.isfinite(losses)]
+    if finite.numel() == 0:
+        return math.inf, math.inf
+    if finite.numel() == 1:
+        return float(finite[0]), math.inf
+    return float(finite.mean()), float(finite.std() / math.sqrt(finite.numel()))

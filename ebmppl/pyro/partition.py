@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ebmppl._shared import LogPartition, log_partition_from_log_weights
+from ebmppl.partition import LogPartition, log_partition_from_log_weights
 from ebmppl.pyro.potential import Potential
 
 __all__ = ["LogPartition", "log_partition"]
@@ -52,7 +52,7 @@ def log_partition(potential: Potential, flow, num_samples: int = 10_000, *, defe
         batch_size: draws evaluated at once.
 
     Returns:
-        A :class:`~ebmppl._shared.LogPartition` ``(log_z, stderr, ess, num_samples)``.
+        A :class:`~ebmppl.partition.LogPartition` ``(log_z, stderr, ess, num_samples)``.
 
     Raises:
         ValueError: shapes that do not match, or NaN energies at the draws.

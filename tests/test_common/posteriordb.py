@@ -21,7 +21,7 @@ FAST = ("kidiq-kidscore_momiq",)
 #: and pass without a warning with this warm-up (measured: ``benchmarks/results.md``)
 NEEDS_LONGER_WARMUP = {("diamonds-diamonds", "FlowMCMC"): 1500}
 
-#: the end-of-warm-up check's warning (``ebmppl._shared.warn_if_not_mixed``)
+#: the end-of-warm-up check's warning (``ebmppl.mixing.warn_if_not_mixed``)
 NOT_MIXED = "have not mixed by the end of warm-up"
 
 

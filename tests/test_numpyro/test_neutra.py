@@ -19,7 +19,7 @@ from ebmppl.diagnostics import mode_weight_zscores, to_arviz
 from ebmppl.numpyro import NeuTraHMC, Potential, WarmupSchedule
 from ebmppl.numpyro.flows import Whitening, fit_diagonal_whitening, fit_whitening, identity_whitening, neutra_flow, partition_flow
 from ebmppl.numpyro.kernels import neutra_core
-from ebmppl.numpyro.kernels.neutra_core import Transport
+from ebmppl.numpyro.moves import Transport
 from .npy_util import draws, run_flow_mcmc
 
 

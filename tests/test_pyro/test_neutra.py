@@ -17,7 +17,7 @@ from ebmppl.diagnostics import mode_weight_zscores, to_arviz
 from ebmppl.pyro import NeuTraHMC, Potential, WarmupSchedule
 from ebmppl.pyro.flows import Whitening, base_maps, fit_diagonal_whitening, fit_whitening, identity_whitening, neutra_flow
 from ebmppl.pyro.kernels import neutra_core
-from ebmppl.pyro.kernels.neutra_core import Transport
+from ebmppl.pyro.moves import Transport
 from ebmppl.pyro.kernels.target import Layout, potential_fn_target
 from .pyro_util import draws, run_flow_mcmc, stats
 

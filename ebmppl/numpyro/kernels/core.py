@@ -23,8 +23,8 @@ from ebmppl.numpyro.flows import (
     proposal_log_prob,
     proposal_sample_and_log_prob,
 )
-from ebmppl.numpyro.kernels.isir import isir_step
-from ebmppl.numpyro.kernels.local import LocalState, hmc_step
+from ebmppl.numpyro.moves.isir import isir_step
+from ebmppl.numpyro.moves.hmc import LocalState, hmc_step
 from ebmppl.schedule import WarmupSchedule
 
 __all__ = ["AdaptState", "Config", "CoreState", "FlowState", "Target", "adapt_step_size", "init", "init_adapt",

@@ -20,7 +20,7 @@ from ebmppl.numpyro.kernels.setup import (
     warn_at_end_of_warmup,
 )
 from ebmppl.numpyro.keys import typed_key
-from ebmppl._shared import check_flow_mcmc_options
+from ebmppl.options import FlowMCMCOptions, check_target
 from ebmppl.schedule import WarmupSchedule
 
 __all__ = ["FlowMCMC", "FlowMCMCState"]
@@ -119,26 +119,16 @@ class FlowMCMC(EnsembleKernel):
         schedule: WarmupSchedule | None = None,
         init_strategy: Callable = init_to_uniform,
     ):
-        num_leapfrog = check_flow_mcmc_options(
-            model=model,
-            potential_fn=potential_fn,
-            local_kernel=local_kernel,
-            num_leapfrog=num_leapfrog,
-            num_particles=num_particles,
-            num_local_steps=num_local_steps,
-            step_size=step_size,
-            target_accept_prob=target_accept_prob,
-        )
+        check_target("FlowMCMC", model, potential_fn)
+        self._options = FlowMCMCOptions(
+            num_particles=num_particles, num_local_steps=num_local_steps, local_kernel=local_kernel,
+            num_leapfrog=num_leapfrog, step_size=step_size, target_accept_prob=target_accept_prob,
+            schedule=schedule,
+        ).validate()
         self._model = model
         self._potential_fn = potential_fn
         self._flow = flow
-        self._num_particles = num_particles
-        self._num_local_steps = num_local_steps
-        self._num_leapfrog = num_leapfrog
-        self._step_size = float(step_size)
-        self._target_accept_prob = float(target_accept_prob)
-        self._user_schedule = schedule  # as given; `_schedule` is the one resolved for a run
-        self._schedule = schedule
+        self._schedule = None  # the schedule of the last run, resolved against its warm-up
         self._init_strategy = init_strategy
         self._postprocess_fn = None
         self._sample_fn = None
@@ -174,21 +164,20 @@ class FlowMCMC(EnsembleKernel):
         value_and_grad = jax.value_and_grad(logdensity)
         target = core.Target(jax.vmap(logdensity), jax.vmap(value_and_grad))
 
-        schedule = WarmupSchedule.default(num_warmup) if self._user_schedule is None else self._user_schedule
-        schedule.validate(num_warmup)
-        self._schedule = schedule
+        options = self._options
+        schedule = self._schedule = options.schedule_for(num_warmup)
         flow, fresh_params, ready = build_flow(self._flow, default_flow, flow_key, dim, schedule)
         params, static = partition_flow(flow)
         config = core.Config(
             num_warmup=num_warmup,
-            num_local_steps=self._num_local_steps,
-            num_leapfrog=self._num_leapfrog,
-            num_particles=self._num_particles,
-            target_accept_prob=self._target_accept_prob,
+            num_local_steps=options.num_local_steps,
+            num_leapfrog=options.num_leapfrog,
+            num_particles=options.num_particles,
+            target_accept_prob=options.target_accept_prob,
             schedule=schedule,
         )
         # compiled: op by op, the first evaluation of the model and the flow costs seconds
-        start = jax.jit(lambda x, p, f: core.init(x, target, p, f, config, self._step_size, ready))
+        start = jax.jit(lambda x, p, f: core.init(x, target, p, f, config, options.step_size, ready))
         state = start(position, params, fresh_params)
         check_initial_energy("FlowMCMC", state.logdensity)
 

@@ -10,7 +10,6 @@ from numpyro import handlers
 from numpyro.infer.initialization import init_to_uniform
 from numpyro.infer.util import constrain_fn
 
-from ebmppl._shared import check_neutra_options
 from ebmppl.numpyro.flows import neutra_flow, partition_flow
 from ebmppl.numpyro.kernels import neutra_core as core
 from ebmppl.numpyro.kernels.setup import (
@@ -24,6 +23,7 @@ from ebmppl.numpyro.kernels.setup import (
 )
 from ebmppl.numpyro.keys import typed_key
 from ebmppl.numpyro.potential import Potential
+from ebmppl.options import NeuTraOptions, check_target
 from ebmppl.schedule import WarmupSchedule
 
 __all__ = ["NeuTraHMC", "NeuTraHMCState"]
@@ -132,25 +132,15 @@ class NeuTraHMC(EnsembleKernel):
         schedule: WarmupSchedule | None = None,
         init_strategy: Callable = init_to_uniform,
     ):
-        check_neutra_options(
-            model=model,
-            potential_fn=potential_fn,
-            fit=fit,
-            step_size=step_size,
-            trajectory_length=trajectory_length,
-            max_leapfrog=max_leapfrog,
-            target_accept_prob=target_accept_prob,
-        )
+        check_target("NeuTraHMC", model, potential_fn)
+        self._options = NeuTraOptions(
+            fit=fit, step_size=step_size, trajectory_length=trajectory_length, max_leapfrog=max_leapfrog,
+            target_accept_prob=target_accept_prob, schedule=schedule,
+        ).validate()
         self._model = model
         self._potential_fn = potential_fn
         self._flow = flow
-        self._fit = fit
-        self._step_size = float(step_size)
-        self._trajectory_length = None if trajectory_length is None else float(trajectory_length)
-        self._max_leapfrog = int(max_leapfrog)
-        self._target_accept_prob = float(target_accept_prob)
-        self._user_schedule = schedule  # as given; `_schedule` is the one resolved for a run
-        self._schedule = schedule
+        self._schedule = None  # the schedule of the last run, resolved against its warm-up
         self._init_strategy = init_strategy
         self._postprocess_fn = None
         self._sample_fn = None
@@ -189,29 +179,26 @@ class NeuTraHMC(EnsembleKernel):
         logdensity, unravel, position = flat_logdensity(self._potential_fn, init_params)
         dim = position.shape[1]
 
-        flow, schedule = self._flow, self._user_schedule
+        options = self._options
         first = jax.tree.map(lambda leaf: leaf[0], init_params)
-        backbone = self._backbone(typed_key(init_key), first, dim, model_args, model_kwargs) if flow is None else None
-        if backbone is not None:
-            flow = backbone
-            schedule = WarmupSchedule(fit_iterations=(), window=1) if schedule is None else schedule
-        if schedule is None:
-            schedule = self.default_schedule(num_warmup)
-        schedule.validate(num_warmup)
-        self._schedule = schedule
+        backbone = None
+        if self._flow is None:
+            backbone = self._backbone(typed_key(init_key), first, dim, model_args, model_kwargs)
+        flow = self._flow if backbone is None else backbone
+        schedule = self._schedule = options.schedule_for(num_warmup, backbone=backbone is not None)
         flow, fresh_params, _ = build_flow(flow, neutra_flow, flow_key, dim, schedule)
         params, static = partition_flow(flow)
         config = core.Config(
             num_warmup=num_warmup,
-            target_accept_prob=self._target_accept_prob,
+            target_accept_prob=options.target_accept_prob,
             schedule=schedule,
-            fit=self._fit,
-            max_leapfrog=self._max_leapfrog,
-            trajectory_length=self._trajectory_length,
+            fit=options.fit,
+            max_leapfrog=options.max_leapfrog,
+            trajectory_length=options.trajectory_length,
         )
         # compiled: op by op, the first evaluation of the model and the flow costs seconds
         start = jax.jit(lambda x, p, f: (
-            jax.vmap(logdensity)(x), core.init(x, logdensity, p, static, f, config, self._step_size)
+            jax.vmap(logdensity)(x), core.init(x, logdensity, p, static, f, config, options.step_size)
         ))
         initial, state = start(position, params, fresh_params)
         check_initial_energy("NeuTraHMC", initial)

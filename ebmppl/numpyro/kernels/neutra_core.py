@@ -15,7 +15,7 @@ others keep their data-space position across a refit.
 Example:
     >>> import jax, jax.numpy as jnp
     >>> from ebmppl.numpyro.flows import identity_whitening, neutra_flow, partition_flow
-    >>> from ebmppl.numpyro.kernels.neutra_core import Transport, latent_logdensity
+    >>> from ebmppl.numpyro.moves.transport import Transport, latent_logdensity
     >>> params, static = partition_flow(neutra_flow(jax.random.key(0), 2))
     >>> fn = latent_logdensity(lambda x: -0.5 * jnp.sum(x**2), Transport(params, identity_whitening(2)), static)
     >>> float(fn(jnp.ones(2))[0])  # a fresh flow is the identity: the target itself
@@ -32,12 +32,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ebmppl._shared import FIT_CHUNK, FIT_DECAY, FIT_PATIENCE, FIT_TOLERANCE
-from ebmppl.numpyro.flows import Whitening, fit_diagonal_whitening, fit_flow
+from ebmppl.numpyro.flows import Whitening, fit_diagonal_whitening, fit_flow, fit_flow_reverse
 from ebmppl.numpyro.kernels.core import AdaptState, _da_start, _identity, adapt_step_size, init_adapt
+from ebmppl.numpyro.moves.transport import Transport, latent_logdensity, transport_maps
 from ebmppl.schedule import WarmupSchedule
 
-__all__ = ["Config", "CoreState", "Transport", "fit_flow_reverse", "init", "latent_logdensity", "step"]
+__all__ = ["Config", "CoreState", "init", "relocate", "step", "stranded_threshold"]
 
 PREFIT_LEAPFROG = 32  # the cap on leapfrog steps before the first fit (see _leapfrog_cap)
 DIVERGENCE_THRESHOLD = 1000.0  # an energy error above this ends a trajectory as divergent
@@ -61,18 +61,6 @@ class Config(NamedTuple):
     fit: str
     max_leapfrog: int
     trajectory_length: float | None
-
-
-class Transport(NamedTuple):
-    """The map from latent to data space: trainable flow parameters and the whitening.
-
-    Attributes:
-        params: trainable arrays of the flow (combined with a static part).
-        whitening: the affine map from the flow's output to data coordinates.
-    """
-
-    params: Any
-    whitening: Whitening
 
 
 class CoreState(NamedTuple):
@@ -110,39 +98,6 @@ class CoreState(NamedTuple):
     num_nonfinite: jax.Array
     transport: Transport
     adapt: AdaptState
-
-
-def _maps(transport: Transport, flow_static):
-    """``(forward, inverse)`` of one point: ``z -> (x, log|det J_T(z)|)`` and ``x -> z``."""
-    bijection = eqx.combine(transport.params, flow_static).bijection
-    w = transport.whitening
-
-    def forward(z):
-        u, log_det = bijection.transform_and_log_det(z)
-        return w.loc + w.matrix @ u, log_det + w.log_det
-
-    def inverse(x):
-        return bijection.inverse(w.inverse @ (x - w.loc))
-
-    return forward, inverse
-
-
-def latent_logdensity(logdensity: Callable, transport: Transport, flow_static) -> Callable:
-    """The latent log density of one point, ``z -> (log π(T(z)) + log|det J_T(z)|, (T(z), log π(T(z))))``.
-
-    Args:
-        logdensity: the target's log density of one data-space point ``(D,) -> ()``.
-        transport: the current :class:`Transport`.
-        flow_static: the static part of the flow.
-    """
-    forward, _ = _maps(transport, flow_static)
-
-    def fn(z):
-        x, log_det = forward(z)
-        value = logdensity(x)
-        return value + log_det, (x, value)
-
-    return fn
 
 
 def _value_and_grad(logdensity, transport, flow_static):
@@ -186,7 +141,7 @@ def init(
 
 def relocate(state: CoreState, position: jax.Array, logdensity: Callable, flow_static) -> CoreState:
     """Put the walkers at data-space ``position`` under the state's transport."""
-    _, inverse = _maps(state.transport, flow_static)
+    _, inverse = transport_maps(state.transport, flow_static)
     latent = jax.vmap(inverse)(position)
     (value, (x, x_value)), grad = _value_and_grad(logdensity, state.transport, flow_static)(latent)
     return state._replace(
@@ -367,7 +322,7 @@ def _trajectory_length(state: CoreState, flow_static) -> jax.Array:
     ball of :func:`stranded_threshold` (a stuck walker's past is not the
     target's width).
     """
-    _, inverse = _maps(state.transport, flow_static)
+    _, inverse = transport_maps(state.transport, flow_static)
     latent = jax.vmap(inverse)(_recent_window(state))
     inside = jnp.all(jnp.isfinite(latent), -1) & (jnp.sum(latent**2, -1) <= stranded_threshold(latent.shape[-1]))
     weight = inside.astype(latent.dtype)
@@ -413,123 +368,3 @@ def _fit(key, state: CoreState, logdensity, flow_static, config: Config) -> tupl
             learning_rate=schedule.learning_rate,
         )
     return Transport(params, whitening), losses
-
-
-def fit_flow_reverse(
-    key: jax.Array,
-    candidates,
-    static,
-    whitening: Whitening,
-    logdensity: Callable,
-    *,
-    num_steps: int,
-    batch_size: int,
-    learning_rate: float,
-):
-    """Fit several transports by reverse KL to the target and keep the best.
-
-    Minimises ``E_{z ~ N(0, I)}[log ρ(z) - log π(T(z)) - log|det J_T(z)|]``
-    (the KL from the transport's push-forward to the target, minus ``log Z``) with Adam on
-    fresh standard-normal batches; draws where the target is not finite are
-    left out of the mean, and non-finite gradients skip the update. A fit
-    stops when its loss stops improving (see :data:`~ebmppl._shared.FIT_CHUNK`):
-    ``num_steps`` is a cap. The candidates are trained one after the other and
-    the one with the lowest loss on a common batch of ``4 * batch_size``
-    draws is returned.
-
-    Returns:
-        ``(params, losses)`` as :func:`~ebmppl.numpyro.flows.fit_flow`.
-    """
-    dim = whitening.loc.shape[0]
-
-    def loss_fn(params, z):
-        return _reverse_kl(logdensity, Transport(params, whitening), static, z)
-
-    def train_one(args):
-        params, train_key = args
-        return _minimise(train_key, loss_fn, params, dim, num_steps=num_steps, batch_size=batch_size,
-                         learning_rate=learning_rate)
-
-    eval_key, train_key = jax.random.split(key)
-    num_candidates = jax.tree.leaves(candidates)[0].shape[0]
-    trained = jax.lax.map(train_one, (candidates, jax.random.split(train_key, num_candidates)))
-    z_eval = jax.random.normal(eval_key, (4 * batch_size, dim))
-    losses = jax.vmap(loss_fn, in_axes=(0, None))(trained, z_eval)
-    losses = jnp.where(jnp.isfinite(losses), losses, jnp.inf)
-    best = jnp.argmin(losses)
-    return jax.tree.map(lambda leaf: leaf[best], trained), losses
-
-
-def _reverse_kl(logdensity: Callable, transport: Transport, flow_static, z: jax.Array) -> jax.Array:
-    """``mean_z [log ρ(z) - log π(T(z)) - log|det J_T(z)|]`` over the draws where the target is finite."""
-    fn = jax.vmap(latent_logdensity(logdensity, transport, flow_static))
-    # draws where the target is not finite are left out (else one NaN point would skip the step):
-    # they are found first and replaced by z = 0, so that no NaN reaches the gradient
-    finite = jax.lax.stop_gradient(jnp.isfinite(fn(z)[0]))
-    safe = jnp.where(finite[:, None], z, 0.0)
-    # log ρ(z) - latent log density: its mean is KL - log Z, and ρ's share cancels the noise of |z|²
-    gap = -0.5 * jnp.sum(safe**2, -1) - fn(safe)[0]
-    mean = jnp.sum(jnp.where(finite, gap, 0.0)) / jnp.maximum(jnp.sum(finite), 1)
-    return jnp.where(jnp.any(finite), mean, jnp.nan) - 0.5 * z.shape[-1] * math.log(2 * math.pi)
-
-
-def _minimise(key, loss_fn: Callable, params, dim: int, *, num_steps: int, batch_size: int,
-              learning_rate: float):
-    """Adam on ``loss_fn(params, z)``, ``z`` fresh standard-normal batches, until the loss stops improving.
-
-    Non-finite gradients skip the update. The loss is averaged over chunks of
-    :data:`~ebmppl._shared.FIT_CHUNK` steps; after ``FIT_PATIENCE`` chunks
-    without improvement the rate drops to ``FIT_DECAY`` of itself, after as
-    many more the training stops; ``num_steps`` caps it.
-    """
-    optimizer = optax.chain(
-        optax.clip_by_global_norm(10.0),
-        optax.apply_if_finite(optax.adam(learning_rate), max_consecutive_errors=1_000_000),
-    )
-    chunk = min(FIT_CHUNK, num_steps)
-    num_chunks = max(1, num_steps // chunk)
-
-    def train_chunk(params, opt_state, scale, chunk_key):
-        def one_step(carry, step_key):
-            params, opt_state = carry
-            z = jax.random.normal(step_key, (batch_size, dim))
-            loss, grads = jax.value_and_grad(loss_fn)(params, z)
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            updates = jax.tree.map(lambda u: scale * u, updates)
-            return (optax.apply_updates(params, updates), opt_state), loss
-
-        (params, opt_state), losses = jax.lax.scan(
-            one_step, (params, opt_state), jax.random.split(chunk_key, chunk)
-        )
-        return params, opt_state, losses
-
-    def keep_going(carry):
-        _, _, stage, _, _, n, _ = carry
-        return (stage < 2) & (n < num_chunks)
-
-    def body(carry):
-        params, opt_state, stage, stalled, best, n, key = carry
-        key, chunk_key = jax.random.split(key)
-        scale = jnp.where(stage == 0, 1.0, FIT_DECAY)
-        params, opt_state, losses = train_chunk(params, opt_state, scale, chunk_key)
-        mean, stderr = _mean_and_stderr(losses)
-        improved = mean < best - jnp.maximum(stderr, FIT_TOLERANCE)
-        stalled = jnp.where(improved, 0, stalled + 1)
-        stage = jnp.where(stalled >= FIT_PATIENCE, stage + 1, stage)
-        stalled = jnp.where(stalled >= FIT_PATIENCE, 0, stalled)
-        best = jnp.where(improved, mean, best)
-        return params, opt_state, stage, stalled, best, n + 1, key
-
-    zero = jnp.asarray(0)
-    init = (params, optimizer.init(params), zero, zero, jnp.asarray(jnp.inf), zero, key)
-    return jax.lax.while_loop(keep_going, body, init)[0]
-
-
-def _mean_and_stderr(losses: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """The mean of a chunk's finite minibatch losses and its standard error (``inf`` if none is finite)."""
-    finite = jnp.isfinite(losses)
-    count = jnp.sum(finite)
-    mean = jnp.sum(jnp.where(finite, losses, 0.0)) / jnp.maximum(count, 1)
-    var = jnp.sum(jnp.where(finite, (losses - mean) ** 2, 0.0)) / jnp.maximum(count - 1, 1)
-    stderr = jnp.sqrt(var / jnp.maximum(count, 1))
-    return jnp.where(count > 0, mean, jnp.inf), jnp.where(count > 1, stderr, jnp.inf)

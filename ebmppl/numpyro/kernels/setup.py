@@ -23,7 +23,7 @@ from numpyro.infer.mcmc import MCMCKernel
 from numpyro.infer.util import initialize_model
 from numpyro.util import identity, is_prng_key
 
-from ebmppl._shared import warn_if_not_mixed
+from ebmppl.mixing import warn_if_not_mixed
 from ebmppl.numpyro.flows import check_flow, partition_flow
 from ebmppl.schedule import WarmupSchedule
 
@@ -127,7 +127,7 @@ def flat_logdensity(potential_fn: Callable, init_params) -> tuple[Callable, Call
 def warn_at_end_of_warmup(kernel: str, unravel: Callable, dim: int, num_warmup: int) -> Callable:
     """``(i, window) -> None``, to call inside a step: at ``i == num_warmup``, the mixing check.
 
-    The check (:func:`ebmppl._shared.warn_if_not_mixed`) runs on the host, once,
+    The check (:func:`ebmppl.mixing.warn_if_not_mixed`) runs on the host, once,
     on the window of the last warm-up positions, and its warning names NumPyro's
     ``num_warmup`` and the site of the worst coordinate.
     """

@@ -27,8 +27,8 @@ from ebmppl.pyro.flows import (
     proposal_log_prob,
     proposal_sample_and_log_prob,
 )
-from ebmppl.pyro.kernels.isir import isir_step
-from ebmppl.pyro.kernels.local import LocalState, hmc_step
+from ebmppl.pyro.moves.isir import isir_step
+from ebmppl.pyro.moves.hmc import LocalState, hmc_step
 from ebmppl.schedule import WarmupSchedule
 
 __all__ = ["AdaptState", "Config", "CoreState", "FlowState", "Target", "adapt_step_size", "init", "init_adapt",

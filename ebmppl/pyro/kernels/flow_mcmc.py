@@ -11,7 +11,8 @@ from pyro.infer.autoguide.initialization import init_to_uniform
 from ebmppl.pyro.flows import default_flow
 from ebmppl.pyro.kernels import core
 from ebmppl.pyro.kernels.setup import WalkerKernel, build_flow, check_initial_energy, flat_target, resolve_num_walkers
-from ebmppl._shared import check_flow_mcmc_options, warn_if_not_mixed
+from ebmppl.mixing import warn_if_not_mixed
+from ebmppl.options import FlowMCMCOptions, check_target
 from ebmppl.schedule import WarmupSchedule
 
 __all__ = ["FlowMCMC"]
@@ -106,16 +107,12 @@ class FlowMCMC(WalkerKernel):
         schedule: WarmupSchedule | None = None,
         init_strategy: Callable = init_to_uniform,
     ):
-        num_leapfrog = check_flow_mcmc_options(
-            model=model,
-            potential_fn=potential_fn,
-            local_kernel=local_kernel,
-            num_leapfrog=num_leapfrog,
-            num_particles=num_particles,
-            num_local_steps=num_local_steps,
-            step_size=step_size,
-            target_accept_prob=target_accept_prob,
-        )
+        check_target("FlowMCMC", model, potential_fn)
+        self._options = FlowMCMCOptions(
+            num_particles=num_particles, num_local_steps=num_local_steps, local_kernel=local_kernel,
+            num_leapfrog=num_leapfrog, step_size=step_size, target_accept_prob=target_accept_prob,
+            schedule=schedule,
+        ).validate()
         if num_walkers is not None and num_walkers < 2:
             raise ValueError(f"FlowMCMC needs num_walkers >= 2, got {num_walkers}")
         self.model = model
@@ -124,13 +121,7 @@ class FlowMCMC(WalkerKernel):
         self._user_num_walkers = num_walkers  # as given; `_num_walkers` is the run's
         self._num_walkers = num_walkers
         self._flow = flow
-        self._num_particles = num_particles
-        self._num_local_steps = num_local_steps
-        self._num_leapfrog = num_leapfrog
-        self._step_size = float(step_size)
-        self._target_accept_prob = float(target_accept_prob)
-        self._user_schedule = schedule  # as given; `_schedule` is the one resolved for a run
-        self._schedule = schedule
+        self._schedule = None  # the schedule of the last run, resolved against its warm-up
         self._init_strategy = init_strategy
         self._initial_params = None
         self._user_initial_params = None
@@ -147,20 +138,19 @@ class FlowMCMC(WalkerKernel):
         device = position.device
         dim = position.shape[1]
 
-        schedule = WarmupSchedule.default(warmup_steps) if self._user_schedule is None else self._user_schedule
-        schedule.validate(warmup_steps)
-        self._schedule = schedule
+        options = self._options
+        schedule = self._schedule = options.schedule_for(warmup_steps)
         flow, factory, ready = build_flow(self._flow, default_flow, dim, device, position.dtype)
         config = core.Config(
             num_warmup=warmup_steps,
-            num_local_steps=self._num_local_steps,
-            num_leapfrog=self._num_leapfrog,
-            num_particles=self._num_particles,
-            target_accept_prob=self._target_accept_prob,
+            num_local_steps=options.num_local_steps,
+            num_leapfrog=options.num_leapfrog,
+            num_particles=options.num_particles,
+            target_accept_prob=options.target_accept_prob,
             schedule=schedule,
             flow_factory=factory,
         )
-        state = core.init(position, target, flow, config, self._step_size, ready)
+        state = core.init(position, target, flow, config, options.step_size, ready)
         check_initial_energy("FlowMCMC", state.logdensity)
         self._target, self._layout, self._config, self._state = target, layout, config, state
         self._initial_params = layout.unflatten(position)

@@ -10,7 +10,8 @@ import torch
 from pyro import poutine
 from pyro.infer.autoguide.initialization import init_to_uniform
 
-from ebmppl._shared import check_neutra_options, warn_if_not_mixed
+from ebmppl.mixing import warn_if_not_mixed
+from ebmppl.options import NeuTraOptions, check_target
 from ebmppl.pyro.flows import neutra_flow
 from ebmppl.pyro.kernels import neutra_core as core
 from ebmppl.pyro.kernels.setup import WalkerKernel, build_flow, check_initial_energy, flat_target, resolve_num_walkers
@@ -102,15 +103,11 @@ class NeuTraHMC(WalkerKernel):
         schedule: WarmupSchedule | None = None,
         init_strategy: Callable = init_to_uniform,
     ):
-        check_neutra_options(
-            model=model,
-            potential_fn=potential_fn,
-            fit=fit,
-            step_size=step_size,
-            trajectory_length=trajectory_length,
-            max_leapfrog=max_leapfrog,
-            target_accept_prob=target_accept_prob,
-        )
+        check_target("NeuTraHMC", model, potential_fn)
+        self._options = NeuTraOptions(
+            fit=fit, step_size=step_size, trajectory_length=trajectory_length, max_leapfrog=max_leapfrog,
+            target_accept_prob=target_accept_prob, schedule=schedule,
+        ).validate()
         if num_walkers is not None and num_walkers < 2:
             raise ValueError(f"NeuTraHMC needs num_walkers >= 2, got {num_walkers}")
         self.model = model
@@ -119,13 +116,7 @@ class NeuTraHMC(WalkerKernel):
         self._user_num_walkers = num_walkers  # as given; `_num_walkers` is the run's
         self._num_walkers = num_walkers
         self._flow = flow
-        self._fit = fit
-        self._step_size = float(step_size)
-        self._trajectory_length = None if trajectory_length is None else float(trajectory_length)
-        self._max_leapfrog = int(max_leapfrog)
-        self._target_accept_prob = float(target_accept_prob)
-        self._user_schedule = schedule  # as given; `_schedule` is the one resolved for a run
-        self._schedule = schedule
+        self._schedule = None  # the schedule of the last run, resolved against its warm-up
         self._init_strategy = init_strategy
         self._initial_params = None
         self._user_initial_params = None
@@ -145,27 +136,22 @@ class NeuTraHMC(WalkerKernel):
             "NeuTraHMC", self.model, self.potential_fn, args, kwargs, num_walkers, user_params, self._init_strategy
         )
         dim = position.shape[1]
-        flow, schedule = self._flow, self._user_schedule
-        backbone = self._backbone(dim, args, kwargs) if flow is None else None
-        if backbone is not None:
-            flow = backbone
-            schedule = WarmupSchedule(fit_iterations=(), window=1) if schedule is None else schedule
-        if schedule is None:
-            schedule = self.default_schedule(warmup_steps)
-        schedule.validate(warmup_steps)
-        self._schedule = schedule
+        options = self._options
+        backbone = self._backbone(dim, args, kwargs) if self._flow is None else None
+        flow = self._flow if backbone is None else backbone
+        schedule = self._schedule = options.schedule_for(warmup_steps, backbone=backbone is not None)
         flow, factory, _ = build_flow(flow, neutra_flow, dim, position.device, position.dtype)
         config = core.Config(
             num_warmup=warmup_steps,
-            target_accept_prob=self._target_accept_prob,
+            target_accept_prob=options.target_accept_prob,
             schedule=schedule,
-            fit=self._fit,
-            max_leapfrog=self._max_leapfrog,
-            trajectory_length=self._trajectory_length,
+            fit=options.fit,
+            max_leapfrog=options.max_leapfrog,
+            trajectory_length=options.trajectory_length,
             flow_factory=factory,
         )
         check_initial_energy("NeuTraHMC", target.logdensity(position))
-        state = core.init(position, target, flow, config, self._step_size)
+        state = core.init(position, target, flow, config, options.step_size)
         check_initial_energy("NeuTraHMC", state.latent_logdensity)
         self._target, self._layout, self._config, self._state = target, layout, config, state
         self._initial_params = layout.unflatten(position)

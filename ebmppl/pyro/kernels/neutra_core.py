@@ -18,7 +18,7 @@ torch's generator. It mirrors :mod:`ebmppl.numpyro.kernels.neutra_core`.
 Example:
     >>> import torch
     >>> from ebmppl.pyro.flows import identity_whitening, neutra_flow
-    >>> from ebmppl.pyro.kernels.neutra_core import Transport, latent_logdensity
+    >>> from ebmppl.pyro.moves.transport import Transport, latent_logdensity
     >>> fn = latent_logdensity(lambda x: -0.5 * (x**2).sum(-1), Transport(neutra_flow(2), identity_whitening(2)))
     >>> fn(torch.ones(1, 2))[0].tolist()  # a fresh flow is the identity: the target itself
     [-1.0]
@@ -32,12 +32,13 @@ from typing import Callable, NamedTuple
 import torch
 from torch import nn
 
-from ebmppl._shared import FIT_CHUNK, FIT_DECAY, FIT_PATIENCE, FIT_TOLERANCE
-from ebmppl.pyro.flows import Whitening, base_maps, fit_diagonal_whitening, fit_flow, fresh_copy, identity_whitening
+from ebmppl.pyro.flows import Whitening, base_maps, fit_diagonal_whitening, fit_flow, fit_flow_reverse, fresh_copy
+from ebmppl.pyro.flows import identity_whitening
 from ebmppl.pyro.kernels.core import AdaptState, Target, _da_start, adapt_step_size, init_adapt
+from ebmppl.pyro.moves.transport import Transport, latent_logdensity
 from ebmppl.schedule import WarmupSchedule
 
-__all__ = ["Config", "CoreState", "Transport", "fit_flow_reverse", "init", "latent_logdensity", "step"]
+__all__ = ["Config", "CoreState", "init", "relocate", "step", "stranded_threshold"]
 
 PREFIT_LEAPFROG = 32  # the cap on leapfrog steps before the first fit (see _leapfrog_cap)
 DIVERGENCE_THRESHOLD = 1000.0  # an energy error above this ends a trajectory as divergent
@@ -63,18 +64,6 @@ class Config(NamedTuple):
     max_leapfrog: int
     trajectory_length: float | None
     flow_factory: Callable | None
-
-
-class Transport(NamedTuple):
-    """The map from latent to data space: a flow (frozen) and the standardisation.
-
-    Attributes:
-        flow: the flow module.
-        whitening: the affine map from the flow's output to data coordinates.
-    """
-
-    flow: nn.Module
-    whitening: Whitening
 
 
 class CoreState(NamedTuple):
@@ -112,25 +101,6 @@ class CoreState(NamedTuple):
     num_nonfinite: torch.Tensor
     transport: Transport
     adapt: AdaptState
-
-
-def latent_logdensity(logdensity: Callable, transport: Transport) -> Callable:
-    """The batched latent log density ``z -> (log π(T(z)) + log|det J_T(z)|, T(z), log π(T(z)))``.
-
-    Args:
-        logdensity: the target's differentiable log density ``(n, D) -> (n,)``.
-        transport: the :class:`Transport`.
-    """
-    forward, _ = base_maps(transport.flow)
-    w = transport.whitening
-
-    def fn(z):
-        u, log_det = forward(z)
-        x = w.loc + u @ w.matrix.T
-        value = logdensity(x)
-        return value + log_det + w.log_det, x, value
-
-    return fn
 
 
 def _value_and_grad(target: Target, transport: Transport) -> Callable:
@@ -381,105 +351,3 @@ def _fit(state: CoreState, target: Target, config: Config) -> tuple[Transport, t
             learning_rate=schedule.learning_rate,
         )
     return Transport(flow, whitening), losses
-
-
-def fit_flow_reverse(
-    candidates: list[nn.Module],
-    whitening: Whitening,
-    logdensity: Callable,
-    *,
-    num_steps: int,
-    batch_size: int,
-    learning_rate: float,
-) -> tuple[nn.Module, torch.Tensor]:
-    """Fit several transports by reverse KL to the target and keep the best.
-
-    Each candidate is trained in place to minimise
-    ``E_{z ~ N(0, I)}[log ρ(z) - log π(T(z)) - log|det J_T(z)|]`` (the KL from
-    the transport's push-forward to the target, minus ``log Z``) with Adam on
-    fresh standard-normal batches; draws where the target is not finite are
-    left out of the mean, and steps with a non-finite loss or gradient are
-    skipped. A fit stops when its loss stops improving (see
-    :data:`~ebmppl._shared.FIT_CHUNK`): ``num_steps`` is a cap. The
-    candidate with the lowest loss on a common batch of ``4 * batch_size``
-    draws is returned.
-
-    Returns:
-        ``(flow, losses)`` as :func:`~ebmppl.pyro.flows.fit_flow`.
-    """
-    reference = whitening.loc
-    z_eval = torch.randn(4 * batch_size, reference.shape[0], dtype=reference.dtype, device=reference.device)
-    losses = []
-    for flow in candidates:
-        parameters = [p for p in flow.parameters() if p.requires_grad]
-        _minimise(parameters, lambda z: _reverse_kl(logdensity, flow, whitening, z), reference,
-                  num_steps=num_steps, batch_size=batch_size, learning_rate=learning_rate)
-        with torch.no_grad():
-            loss = _reverse_kl(logdensity, flow, whitening, z_eval)
-        losses.append(loss if torch.isfinite(loss) else torch.full_like(loss, math.inf))
-    losses = torch.stack(losses)
-    for flow in candidates:
-        flow.requires_grad_(False)
-    return candidates[int(torch.argmin(losses))], losses
-
-
-def _reverse_kl(logdensity: Callable, flow: nn.Module, whitening: Whitening, z: torch.Tensor) -> torch.Tensor:
-    """``mean_z [log ρ(z) - log π(T(z)) - log|det J_T(z)|]`` over the draws where the target is finite."""
-    fn = latent_logdensity(logdensity, Transport(flow, whitening))
-    value, _, _ = fn(z)
-    finite = torch.isfinite(value)
-    if not finite.all():
-        # draws where the target is not finite are left out (else one NaN point would skip the
-        # step), and the rest evaluated again, so that no NaN reaches the gradient
-        if not finite.any():
-            return value.sum()
-        z = z[finite]
-        value, _, _ = fn(z)
-    return (-0.5 * (z**2).sum(-1) - value).mean() - 0.5 * z.shape[-1] * math.log(2 * math.pi)
-
-
-def _minimise(parameters: list, loss_fn: Callable, reference: torch.Tensor, *, num_steps: int, batch_size: int,
-              learning_rate: float) -> None:
-    """Adam on ``loss_fn(z)``, ``z`` fresh standard-normal batches, until the loss stops improving.
-
-    Steps with a non-finite loss or gradient are skipped. The loss is averaged
-    over chunks of :data:`~ebmppl._shared.FIT_CHUNK` steps; after
-    ``FIT_PATIENCE`` chunks without improvement the rate drops to ``FIT_DECAY``
-    of itself, after as many more the training stops; ``num_steps`` caps it.
-    """
-    dim = reference.shape[-1]
-    chunk = min(FIT_CHUNK, num_steps)
-    optimizer = torch.optim.Adam(parameters, lr=learning_rate)
-    stage, stalled, best = 0, 0, math.inf
-    for _ in range(max(1, num_steps // chunk)):
-        chunk_losses = []
-        for _ in range(chunk):
-            z = torch.randn(batch_size, dim, dtype=reference.dtype, device=reference.device)
-            with torch.enable_grad():
-                loss = loss_fn(z)
-                optimizer.zero_grad()
-                loss.backward()
-            norm = torch.nn.utils.clip_grad_norm_(parameters, 10.0)
-            if torch.isfinite(loss) and torch.isfinite(norm):
-                optimizer.step()
-            chunk_losses.append(loss.detach())
-        mean, stderr = _mean_and_stderr(torch.stack(chunk_losses))
-        improved = mean < best - max(stderr, FIT_TOLERANCE)
-        stalled = 0 if improved else stalled + 1
-        best = mean if improved else best
-        if stalled >= FIT_PATIENCE:  # a plateau: first a lower rate, then stop
-            stage, stalled = stage + 1, 0
-            if stage == 2:
-                return
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate * FIT_DECAY
-
-
-def _mean_and_stderr(losses: torch.Tensor) -> tuple[float, float]:
-    """The mean of a chunk's finite minibatch losses and its standard error (``inf`` if none is finite)."""
-    finite = losses[torch.isfinite(losses)]
-    if finite.numel() == 0:
-        return math.inf, math.inf
-    if finite.numel() == 1:
-        return float(finite[0]), math.inf
-    return float(finite.mean()), float(finite.std() / math.sqrt(finite.numel()))

@@ -3,24 +3,24 @@
 Every function works on a batch of walkers ``position`` of shape ``(C, D)``
 and a log density ``logdensity_and_grad(position) -> ((C,), (C, D))``.
 Proposals whose log density or gradient is not finite are rejected and
-counted. Randomness comes from torch's generator (Pyro's, seeded with
-``pyro.set_rng_seed``).
+counted.
 
 Example:
-    >>> import torch
-    >>> from ebmppl.pyro.kernels.local import hmc_step, LocalState
-    >>> fn = lambda x: (-0.5 * (x**2).sum(-1), -x)
-    >>> x = torch.zeros(4, 2); state = LocalState(x, *fn(x))
-    >>> state, info = hmc_step(state, fn, torch.full((4,), 0.5), 1)
+    >>> import jax, jax.numpy as jnp
+    >>> from ebmppl.numpyro.moves.hmc import hmc_step, LocalState
+    >>> fn = jax.vmap(jax.value_and_grad(lambda x: -0.5 * jnp.sum(x**2)))
+    >>> x = jnp.zeros((4, 2)); state = LocalState(x, *fn(x))
+    >>> state, info = hmc_step(jax.random.key(0), state, fn, jnp.full(4, 0.5), 1)
     >>> info.accept_prob.shape
-    torch.Size([4])
+    (4,)
 """
 
 from __future__ import annotations
 
 from typing import Callable, NamedTuple
 
-import torch
+import jax
+import jax.numpy as jnp
 
 __all__ = ["LocalInfo", "LocalState", "hmc_step"]
 
@@ -34,9 +34,9 @@ class LocalState(NamedTuple):
         grad: shape ``(C, D)``, its gradient.
     """
 
-    position: torch.Tensor
-    logdensity: torch.Tensor
-    grad: torch.Tensor
+    position: jax.Array
+    logdensity: jax.Array
+    grad: jax.Array
 
 
 class LocalInfo(NamedTuple):
@@ -48,43 +48,54 @@ class LocalInfo(NamedTuple):
             gradient was not finite (and so was rejected).
     """
 
-    accept_prob: torch.Tensor
-    num_nonfinite: torch.Tensor
+    accept_prob: jax.Array
+    num_nonfinite: jax.Array
 
 
 def hmc_step(
+    key: jax.Array,
     state: LocalState,
     logdensity_and_grad: Callable,
-    step_size: torch.Tensor,
+    step_size: jax.Array,
     num_leapfrog: int,
 ) -> tuple[LocalState, LocalInfo]:
     """One Metropolis-adjusted HMC move of every walker (MALA if ``num_leapfrog == 1``).
 
     Args:
+        key: JAX key.
         state: the walkers.
         logdensity_and_grad: batched log density and gradient.
         step_size: shape ``(C,)``, leapfrog step size per walker.
-        num_leapfrog: number of leapfrog steps.
+        num_leapfrog: number of leapfrog steps (static).
 
     Returns:
         The new state and a :class:`LocalInfo`.
     """
+    momentum_key, accept_key = jax.random.split(key)
     eps = step_size[:, None]
-    momentum = torch.randn_like(state.position)
-    position, logdensity, grad, p = state.position, state.logdensity, state.grad, momentum
-    for _ in range(num_leapfrog):
+    momentum = jax.random.normal(momentum_key, state.position.shape, state.position.dtype)
+
+    def leapfrog(carry, _):
+        position, logdensity, grad, p = carry
         p = p + 0.5 * eps * grad
         position = position + eps * p
         logdensity, grad = logdensity_and_grad(position)
         p = p + 0.5 * eps * grad
-    log_ratio = (logdensity - 0.5 * (p**2).sum(-1)) - (state.logdensity - 0.5 * (momentum**2).sum(-1))
-    finite = torch.isfinite(log_ratio) & torch.isfinite(grad).all(-1)
-    log_ratio = torch.where(finite, log_ratio, torch.full_like(log_ratio, -torch.inf))
-    accept = torch.rand_like(log_ratio).log() < log_ratio
-    new_state = LocalState(
-        torch.where(accept[:, None], position, state.position),
-        torch.where(accept, logdensity, state.logdensity),
-        torch.where(accept[:, None], grad, state.grad),
+        return (position, logdensity, grad, p), None
+
+    (position, logdensity, grad, p), _ = jax.lax.scan(
+        leapfrog, (state.position, state.logdensity, state.grad, momentum), length=num_leapfrog
     )
-    info = LocalInfo(log_ratio.clamp(max=0.0).exp(), (~finite).to(torch.int64))
+    log_ratio = (logdensity - 0.5 * jnp.sum(p**2, -1)) - (
+        state.logdensity - 0.5 * jnp.sum(momentum**2, -1)
+    )
+    finite = jnp.isfinite(log_ratio) & jnp.all(jnp.isfinite(grad), -1)
+    log_ratio = jnp.where(finite, log_ratio, -jnp.inf)
+    accept = jnp.log(jax.random.uniform(accept_key, log_ratio.shape)) < log_ratio
+    new_state = jax.tree.map(
+        lambda new, old: jnp.where(accept.reshape(accept.shape + (1,) * (new.ndim - 1)), new, old),
+        LocalState(position, logdensity, grad),
+        state,
+    )
+    info = LocalInfo(jnp.exp(jnp.minimum(log_ratio, 0.0)), (~finite).astype(jnp.int32))
     return new_state, info

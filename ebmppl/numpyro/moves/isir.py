@@ -8,23 +8,24 @@ independent Metropolis-Hastings (acceptance ``min(1, w_1 / w_0)``), which has
 acceptance 1 when ``q = p``.
 
 Example:
-    >>> import torch
-    >>> from ebmppl.pyro.kernels.isir import isir_step
-    >>> logp = lambda x: -0.5 * (x**2).sum(-1)
-    >>> def sample(shape):
-    ...     x = torch.randn(shape + (2,))
+    >>> import jax, jax.numpy as jnp
+    >>> from ebmppl.numpyro.moves.isir import isir_step
+    >>> logp = lambda x: -0.5 * jnp.sum(x**2, -1)
+    >>> def sample(key, shape):
+    ...     x = jax.random.normal(key, shape + (2,))
     ...     return x, logp(x)
-    >>> x = torch.zeros(3, 2)
-    >>> x2, info = isir_step(x, logp(x), logp, sample, logp, 2)
+    >>> x = jnp.zeros((3, 2))
+    >>> x2, info = isir_step(jax.random.key(0), x, logp(x), logp, sample, logp, 2)
     >>> info.accept_prob  # the proposal is the target: always accepted
-    tensor([1., 1., 1.])
+    Array([1., 1., 1.], dtype=float32)
 """
 
 from __future__ import annotations
 
 from typing import Callable, NamedTuple
 
-import torch
+import jax
+import jax.numpy as jnp
 
 __all__ = ["GlobalInfo", "isir_step"]
 
@@ -37,28 +38,30 @@ class GlobalInfo(NamedTuple):
             (IMH acceptance for ``N = 2``, ``1 -`` the current candidate's
             normalised weight for i-SIR).
         num_nonfinite: shape ``(C,)``, proposals rejected because the target's
-            log density was not finite there.
+            log density (or the proposal's) was not finite there.
     """
 
-    accept_prob: torch.Tensor
-    num_nonfinite: torch.Tensor
+    accept_prob: jax.Array
+    num_nonfinite: jax.Array
 
 
 def isir_step(
-    position: torch.Tensor,
-    logdensity: torch.Tensor,
+    key: jax.Array,
+    position: jax.Array,
+    logdensity: jax.Array,
     logdensity_fn: Callable,
     proposal_sample_and_log_prob: Callable,
     proposal_log_prob: Callable,
     num_particles: int,
-) -> tuple[torch.Tensor, GlobalInfo]:
+) -> tuple[jax.Array, GlobalInfo]:
     """One i-SIR (or, for two particles, independent MH) move of every walker.
 
     Args:
+        key: JAX key.
         position: shape ``(C, D)``, current walkers.
         logdensity: shape ``(C,)``, target log density at ``position``.
         logdensity_fn: batched target log density ``(n, D) -> (n,)``.
-        proposal_sample_and_log_prob: ``shape -> (x, log q(x))``.
+        proposal_sample_and_log_prob: ``(key, shape) -> (x, log q(x))``.
         proposal_log_prob: batched ``log q``.
         num_particles: ``N >= 2``, candidates per walker, the current one included.
 
@@ -68,26 +71,26 @@ def isir_step(
     if num_particles < 2:
         raise ValueError(f"num_particles must be at least 2, got {num_particles}")
     num_walkers, dim = position.shape
-    proposals, log_q = proposal_sample_and_log_prob((num_walkers, num_particles - 1))
+    proposal_key, choice_key = jax.random.split(key)
+    proposals, log_q = proposal_sample_and_log_prob(proposal_key, (num_walkers, num_particles - 1))
     log_p = logdensity_fn(proposals.reshape(-1, dim)).reshape(num_walkers, num_particles - 1)
-    bad_target = ~torch.isfinite(log_p)
-    minus_inf = torch.tensor(-torch.inf, dtype=log_p.dtype, device=log_p.device)
-    log_w = torch.where(bad_target | ~torch.isfinite(log_q), minus_inf, log_p - log_q)
+    bad_target = ~jnp.isfinite(log_p)
+    log_w = jnp.where(bad_target | ~jnp.isfinite(log_q), -jnp.inf, log_p - log_q)
 
     log_w_current = logdensity - proposal_log_prob(position)
     # Where q vanishes numerically at the current state its weight is infinite:
     # the walker stays, which is the exact limit of the move.
-    stuck = ~torch.isfinite(log_w_current)
-    log_w = torch.where(stuck[:, None], minus_inf, log_w)
-    log_w_all = torch.cat([torch.where(stuck, 0.0, log_w_current)[:, None], log_w], dim=1)
+    stuck = ~jnp.isfinite(log_w_current)
+    log_w = jnp.where(stuck[:, None], -jnp.inf, log_w)
+    log_w_all = jnp.concatenate([jnp.where(stuck, 0.0, log_w_current)[:, None], log_w], axis=1)
 
     if num_particles == 2:
-        accept_prob = (log_w_all[:, 1] - log_w_all[:, 0]).clamp(max=0.0).exp()
-        index = (torch.rand_like(accept_prob) < accept_prob).long()
+        log_ratio = log_w_all[:, 1] - log_w_all[:, 0]
+        accept_prob = jnp.exp(jnp.minimum(log_ratio, 0.0))
+        index = (jax.random.uniform(choice_key, (num_walkers,)) < accept_prob).astype(jnp.int32)
     else:
-        probs = torch.softmax(log_w_all, dim=1)
-        index = torch.multinomial(probs, 1)[:, 0]
-        accept_prob = 1.0 - probs[:, 0]
-    candidates = torch.cat([position[:, None], proposals], dim=1)
-    new_position = candidates[torch.arange(num_walkers, device=index.device), index]
-    return new_position, GlobalInfo(accept_prob, bad_target.sum(1))
+        index = jax.random.categorical(choice_key, log_w_all, axis=1)
+        accept_prob = 1.0 - jax.nn.softmax(log_w_all, axis=1)[:, 0]
+    candidates = jnp.concatenate([position[:, None], proposals], axis=1)
+    new_position = jnp.take_along_axis(candidates, index[:, None, None], axis=1)[:, 0]
+    return new_position, GlobalInfo(accept_prob, jnp.sum(bad_target, 1).astype(jnp.int32))
