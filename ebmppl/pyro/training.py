@@ -65,7 +65,7 @@ from ebmppl.pyro.flows import (
 )
 from ebmppl.pyro.moves.isir import isir_step
 from ebmppl.pyro.moves.hmc import LocalState, hmc_step
-from ebmppl.pyro.kernels.target import with_grad
+from ebmppl.pyro.moves.hmc import with_grad
 from ebmppl.pyro.potential import Potential
 
 __all__ = ["EBMTrainer"]

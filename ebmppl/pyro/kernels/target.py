@@ -30,6 +30,7 @@ from pyro.infer.autoguide.initialization import init_to_uniform
 from pyro.infer.mcmc.util import initialize_model
 
 from ebmppl.pyro.kernels.core import Target
+from ebmppl.pyro.moves.hmc import with_grad
 
 __all__ = ["Layout", "model_target", "potential_fn_target"]
 
@@ -77,22 +78,6 @@ class Layout(NamedTuple):
             name: part.reshape((position.shape[0],) + shape)
             for name, part, shape in zip(self.names, parts, self.shapes)
         }
-
-
-def with_grad(logdensity: Callable) -> Callable:
-    """``x -> (logdensity(x), d logdensity / dx)`` by autograd (walkers are independent)."""
-
-    def logdensity_and_grad(position: torch.Tensor):
-        x = position.detach().requires_grad_(True)
-        with torch.enable_grad():
-            value = logdensity(x)
-            grad = None
-            if value.requires_grad:
-                (grad,) = torch.autograd.grad(value.sum(), x, allow_unused=True)
-        grad = torch.zeros_like(x) if grad is None else grad
-        return value.detach(), grad.detach()
-
-    return logdensity_and_grad
 
 
 def _no_grad(logdensity: Callable) -> Callable:

@@ -22,7 +22,7 @@ from typing import Callable, NamedTuple
 
 import torch
 
-__all__ = ["LocalInfo", "LocalState", "hmc_step"]
+__all__ = ["LocalInfo", "LocalState", "hmc_step", "with_grad"]
 
 
 class LocalState(NamedTuple):
@@ -88,3 +88,26 @@ def hmc_step(
     )
     info = LocalInfo(log_ratio.clamp(max=0.0).exp(), (~finite).to(torch.int64))
     return new_state, info
+
+
+def with_grad(logdensity: Callable) -> Callable:
+    """``x -> (logdensity(x), d logdensity / dx)`` by autograd, for a batched log density (walkers are independent).
+
+    Example:
+        >>> import torch
+        >>> fn = with_grad(lambda x: -0.5 * (x**2).sum(-1))
+        >>> fn(torch.ones(2, 3))[1].tolist()
+        [[-1.0, -1.0, -1.0], [-1.0, -1.0, -1.0]]
+    """
+
+    def logdensity_and_grad(position: torch.Tensor):
+        x = position.detach().requires_grad_(True)
+        with torch.enable_grad():
+            value = logdensity(x)
+            grad = None
+            if value.requires_grad:
+                (grad,) = torch.autograd.grad(value.sum(), x, allow_unused=True)
+        grad = torch.zeros_like(x) if grad is None else grad
+        return value.detach(), grad.detach()
+
+    return logdensity_and_grad
