@@ -75,10 +75,10 @@ class Whitening(NamedTuple):
     log_det: jax.Array
 
 
-def identity_whitening(dim: int) -> Whitening:
+def identity_whitening(dim: int, dtype=jnp.float32) -> Whitening:
     """The whitening that leaves coordinates unchanged."""
-    eye = jnp.eye(dim)
-    return Whitening(jnp.zeros(dim), eye, eye, jnp.zeros(()))
+    eye = jnp.eye(dim, dtype=dtype)
+    return Whitening(jnp.zeros(dim, dtype), eye, eye, jnp.zeros((), dtype))
 
 
 def _interleaved_order(dim: int) -> jax.Array:

@@ -150,7 +150,7 @@ def test_warmup_then_run_then_continue(kernel_name):
                 num_chains=NUM_CHAINS, chain_method="vectorized", progress_bar=False)
     mcmc.warmup(jax.random.PRNGKey(1), X, Y)
     assert mcmc.post_warmup_state is not None
-    num_fits = int(mcmc.post_warmup_state.core.adapt.num_fits)
+    num_fits = int(mcmc.post_warmup_state.adapt.num_fits)
     assert num_fits == len(mcmc.sampler.schedule.fit_iterations) > 0
     mcmc.run(jax.random.key(2), X, Y)
     first = np.asarray(mcmc.get_samples(group_by_chain=True)["w"])
@@ -162,7 +162,7 @@ def test_warmup_then_run_then_continue(kernel_name):
     second = np.asarray(mcmc.get_samples(group_by_chain=True)["w"])
     assert second.shape == (NUM_CHAINS, NUM_SAMPLES, 2)
     assert not np.allclose(second, first)  # not a replay of the first draws
-    assert int(mcmc.last_state.core.adapt.num_fits) == num_fits  # no warm-up, no refit
+    assert int(mcmc.last_state.adapt.num_fits) == num_fits  # no warm-up, no refit
     assert_regression_posterior(mcmc)
 
 

@@ -82,7 +82,7 @@ def test_score_preconditioner_resolves_a_ridge_whose_scales_span_four_thousand()
     within 6% (the jitter, 1e-6 of the mean eigenvalue of F scaled to a unit diagonal, whose ridge
     eigenvalue is 1e-5, narrows the ridge by 4.7%) and 0.1% across it. Control: the eigendecomposition
     of F itself, jittered by 1e-6 of its mean eigenvalue, makes the ridge's width 300 times too small."""
-    from ebmppl.numpyro.kernels.core import score_whitening
+    from ebmppl.numpyro.adaptation.flow_mcmc import score_whitening
 
     cov = RIDGE_CORR * np.outer(RIDGE_SD, RIDGE_SD)
     fisher = np.linalg.inv(cov)
@@ -103,7 +103,7 @@ def test_score_preconditioner_leaves_out_the_mean_score_of_the_way_in():
     the covariance of their scores is still the target's precision, and M M^T its covariance
     (within 10%, 4000 draws); the mean score, 20 times the spread, is left out. Control: counted
     in (score_total not given), it makes the first axis 10 times too narrow."""
-    from ebmppl.numpyro.kernels.core import score_whitening
+    from ebmppl.numpyro.adaptation.flow_mcmc import score_whitening
 
     sd = np.array([1.0, 2.0, 0.5])
     rng = np.random.default_rng(0)

@@ -18,8 +18,9 @@ from ebmppl.datasets import bimodal_pair
 from ebmppl.diagnostics import mode_weight_zscores, to_arviz
 from ebmppl.numpyro import NeuTraHMC, Potential, WarmupSchedule
 from ebmppl.numpyro.flows import Whitening, fit_diagonal_whitening, fit_whitening, identity_whitening, neutra_flow, partition_flow
+from ebmppl.numpyro.adaptation import neutra as neutra_warmup
 from ebmppl.numpyro.kernels import neutra_core
-from ebmppl.numpyro.moves import Transport
+from ebmppl.numpyro.moves import Transport, latent_logdensity
 from .npy_util import draws, run_flow_mcmc
 
 
@@ -91,7 +92,7 @@ def test_backbone_latent_logdensity_is_base_minus_energy(float64):
     flow = perturbed_neutra_flow(3)
     potential = Potential(quartic_energy, event_shape=(3,), base=flow)
     params, static = partition_flow(flow)
-    fn = neutra_core.latent_logdensity(potential.log_prob, Transport(params, identity_whitening(3)), static)
+    fn = latent_logdensity(potential.log_prob, Transport(params, identity_whitening(3)), static)
     z = 1.5 * jax.random.normal(jax.random.key(3), (16, 3))
     value, (x, _) = jax.vmap(fn)(z)
     g = jax.vmap(flow.bijection.transform)(z)
@@ -111,7 +112,7 @@ def test_latent_logdensity_is_target_plus_log_det_jacobian(float64, fit_whitenin
     def logdensity(x):
         return -quartic_energy(x)
 
-    fn = neutra_core.latent_logdensity(logdensity, Transport(params, whitening), static)
+    fn = latent_logdensity(logdensity, Transport(params, whitening), static)
     z = jax.random.normal(jax.random.key(6), (16, 3))
     value, (x, x_value) = jax.vmap(fn)(z)
     jacobians = jax.vmap(jax.jacfwd(lambda zi: fn(zi)[1][0]))(z)
@@ -130,13 +131,13 @@ def test_kernel_samples_a_backbone_in_its_flow_latent_space():
 
     mcmc = run_neutra(model=model, num_chains=4, num_warmup=25, num_samples=5)
     state = mcmc.last_state.core
-    assert int(state.adapt.num_fits) == 0
+    assert int(mcmc.last_state.adapt.num_fits) == 0
     for used, given in zip(jax.tree.leaves(state.transport.params), jax.tree.leaves(partition_flow(flow)[0])):
         np.testing.assert_array_equal(used, given)
     np.testing.assert_array_equal(state.transport.whitening.matrix, jnp.eye(3))
     np.testing.assert_array_equal(state.transport.whitening.loc, jnp.zeros(3))
-    assert float(jnp.abs(state.latent - state.position).max()) > 1e-2  # latent space is not data space
-    np.testing.assert_allclose(jax.vmap(flow.bijection.transform)(state.latent), state.position,
+    assert float(jnp.abs(state.walkers.position - state.position).max()) > 1e-2  # latent space is not data space
+    np.testing.assert_allclose(jax.vmap(flow.bijection.transform)(state.walkers.position), state.position,
                                rtol=1e-4, atol=1e-4)
     assert draws(mcmc, "x").shape == (4, 5, 3)
 
@@ -230,7 +231,7 @@ def test_nan_region_is_rejected_and_counted():
     x = draws(mcmc)
     assert np.isfinite(x).all() and x[..., 0].max() <= 2.0
     assert np.isfinite(np.asarray(mcmc.get_extra_fields()["potential_energy"])).all()
-    assert int(mcmc.last_state.core.num_nonfinite.sum()) > 0
+    assert int(mcmc.last_state.num_nonfinite.sum()) > 0
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -277,17 +278,14 @@ def test_stranded_walkers_are_redrawn_and_the_others_kept():
     dim = 10
     flow = neutra_flow(jax.random.key(0), dim)
     params, static = partition_flow(flow)
-    config = neutra_core.Config(num_warmup=10, target_accept_prob=0.8, schedule=NO_FITS, fit="reverse",
-                                max_leapfrog=8, trajectory_length=None)
-    fresh = jax.tree.map(lambda leaf: jnp.zeros((1, 0) + leaf.shape, leaf.dtype), params)
     logdensity = lambda x: -funnel_potential(x)  # noqa: E731
     position = 0.5 * jax.random.normal(jax.random.key(1), (4, dim))
     position = position.at[0].set(20.0)  # identity transport: latent = position, far beyond the quantile
-    state = neutra_core.init(position, logdensity, params, static, fresh, config, 0.1)
-    assert float(jnp.sum(state.latent[0] ** 2)) > neutra_core.stranded_threshold(dim)
-    new = neutra_core._redraw_stranded(jax.random.key(2), state, logdensity, static)
-    assert float(jnp.sum(new.latent[0] ** 2)) < neutra_core.stranded_threshold(dim)
-    assert np.isfinite(float(new.latent_logdensity[0]))
+    state = neutra_core.init(position, logdensity, Transport(params, identity_whitening(dim)), static, 0.1, 1.0)
+    assert float(jnp.sum(state.walkers.position[0] ** 2)) > neutra_warmup.stranded_threshold(dim)
+    new = neutra_warmup.redraw_stranded(jax.random.key(2), state, logdensity, static)
+    assert float(jnp.sum(new.walkers.position[0] ** 2)) < neutra_warmup.stranded_threshold(dim)
+    assert np.isfinite(float(new.walkers.logdensity[0]))
     np.testing.assert_array_equal(np.asarray(new.position[1:]), np.asarray(state.position[1:]))
 
 
@@ -326,10 +324,11 @@ def stuck_walker_window(size, num_walkers=8, seed=0):
 
 
 def window_state():
+    """The warm-up state after a full window (``i`` iterations done) holding :func:`stuck_walker_window`."""
     init = jnp.asarray(NARROW_LOC + NARROW_SCALE * np.random.default_rng(1).standard_normal((8, 3)), jnp.float32)
-    state = NeuTraHMC(potential_fn=narrow_potential).init(jax.random.split(jax.random.key(0), 8), 200, init_params=init).core
-    size = state.adapt.window.shape[0]
-    return state._replace(i=jnp.asarray(size, jnp.int32), adapt=state.adapt._replace(window=stuck_walker_window(size)))
+    adapt = NeuTraHMC(potential_fn=narrow_potential).init(jax.random.split(jax.random.key(0), 8), 200, init_params=init).adapt
+    size = adapt.window.shape[0]
+    return adapt._replace(i=jnp.asarray(size, jnp.int32), window=stuck_walker_window(size))
 
 
 def test_fit_standardisation_ignores_the_way_in_and_a_stuck_walker():
@@ -339,10 +338,10 @@ def test_fit_standardisation_ignores_the_way_in_and_a_stuck_walker():
     the median's standard error on 231 points is 0.08 sd). Control: the window's variance is off by
     more than 10 times."""
     state = window_state()
-    whitening = neutra_core._window_whitening(state)
+    whitening = neutra_warmup.window_whitening(state.window, state.i - 1)
     assert np.all(np.abs(np.asarray(whitening.loc) - NARROW_LOC) < 0.5 * NARROW_SCALE), whitening.loc
     np.testing.assert_allclose(np.diag(np.asarray(whitening.matrix)), NARROW_SCALE, rtol=0.3)
-    control = fit_diagonal_whitening(state.adapt.window.reshape(-1, 3))
+    control = fit_diagonal_whitening(state.window.reshape(-1, 3))
     assert np.all(np.diag(np.asarray(control.matrix)) > 10 * NARROW_SCALE), control.matrix
 
 
@@ -354,10 +353,9 @@ def test_trajectory_length_ignores_stranded_points():
     scale = jnp.asarray(NARROW_SCALE, jnp.float32)
     exact = Whitening(jnp.asarray(NARROW_LOC, jnp.float32), jnp.diag(scale), jnp.diag(1.0 / scale), jnp.sum(jnp.log(scale)))
     params, static = partition_flow(neutra_flow(jax.random.key(2), 3))
-    state = state._replace(transport=Transport(params, exact))
-    length = float(neutra_core._trajectory_length(state, static))
+    length = float(neutra_warmup.trajectory_length(state.window, state.i - 1, Transport(params, exact), static))
     assert 0.5 * math.pi * 0.8 < length < 0.5 * math.pi * 1.4, length
-    latent = (np.asarray(state.adapt.window).reshape(-1, 3) - NARROW_LOC) / NARROW_SCALE
+    latent = (np.asarray(state.window).reshape(-1, 3) - NARROW_LOC) / NARROW_SCALE
     assert np.sqrt(np.linalg.eigvalsh(np.cov(latent.T)).max()) > 10.0
 
 
@@ -376,5 +374,5 @@ def test_trajectories_before_the_first_fit_are_capped():
     capped at PREFIT_LEAPFROG steps, and the cap binds. Control: with no fit scheduled (a fitted flow
     passed in, say) there is no first fit to wait for and trajectories run longer."""
     steps = prefit_num_steps(short_schedule(200, 200))
-    assert steps.max() <= neutra_core.PREFIT_LEAPFROG and np.mean(steps == neutra_core.PREFIT_LEAPFROG) > 0.5, steps
-    assert prefit_num_steps(NO_FITS).max() > neutra_core.PREFIT_LEAPFROG
+    assert steps.max() <= neutra_warmup.PREFIT_LEAPFROG and np.mean(steps == neutra_warmup.PREFIT_LEAPFROG) > 0.5, steps
+    assert prefit_num_steps(NO_FITS).max() > neutra_warmup.PREFIT_LEAPFROG

@@ -17,7 +17,8 @@ from ebmppl.diagnostics import mode_weight_zscores, to_arviz
 from ebmppl.pyro import NeuTraHMC, Potential, WarmupSchedule
 from ebmppl.pyro.flows import Whitening, base_maps, fit_diagonal_whitening, fit_whitening, identity_whitening, neutra_flow
 from ebmppl.pyro.kernels import neutra_core
-from ebmppl.pyro.moves import Transport
+from ebmppl.pyro.adaptation import neutra as neutra_warmup
+from ebmppl.pyro.moves import Transport, latent_logdensity
 from ebmppl.pyro.kernels.target import Layout, potential_fn_target
 from .pyro_util import draws, run_flow_mcmc, stats
 
@@ -95,7 +96,7 @@ def test_backbone_latent_logdensity_is_base_minus_energy(float64):
     """In the backbone's latent space: log ρ(z) - E(g(z)), the flow's density cancels exactly."""
     flow = perturbed_neutra_flow(3)
     potential = Potential(quartic_energy, event_shape=(3,), base=flow)
-    fn = neutra_core.latent_logdensity(potential.log_prob, Transport(flow, identity_whitening(3, torch.float64)))
+    fn = latent_logdensity(potential.log_prob, Transport(flow, identity_whitening(3, torch.float64)))
     torch.manual_seed(3)
     z = 1.5 * torch.randn(16, 3)
     value, x, _ = fn(z)
@@ -116,7 +117,7 @@ def test_latent_logdensity_is_target_plus_log_det_jacobian(float64, fit_whitenin
     def logdensity(x):
         return -quartic_energy(x)
 
-    fn = neutra_core.latent_logdensity(logdensity, Transport(flow, whitening))
+    fn = latent_logdensity(logdensity, Transport(flow, whitening))
     torch.manual_seed(6)
     z = torch.randn(16, 3)
     value, x, x_value = fn(z)
@@ -137,14 +138,14 @@ def test_kernel_samples_a_backbone_in_its_flow_latent_space():
 
     mcmc = run_neutra(model=model, num_walkers=4, num_warmup=25, num_samples=5)
     state = mcmc.kernel.state
-    assert state.adapt.num_fits == 0
+    assert mcmc.kernel.num_fits == 0
     for name, value in flow.state_dict().items():  # the kernel's copy of the backbone, unchanged
         torch.testing.assert_close(state.transport.flow.state_dict()[name], value, atol=0, rtol=0)
     assert [p.requires_grad for p in flow.parameters()] == trainable  # the caller's flow is left as it was
     torch.testing.assert_close(state.transport.whitening.matrix, torch.eye(3), atol=0, rtol=0)
     torch.testing.assert_close(state.transport.whitening.loc, torch.zeros(3), atol=0, rtol=0)
-    assert float((state.latent - state.position).abs().max()) > 1e-2  # latent space is not data space
-    torch.testing.assert_close(flow.from_base(state.latent)[0], state.position, rtol=1e-4, atol=1e-4)
+    assert float((state.walkers.position - state.position).abs().max()) > 1e-2  # latent space is not data space
+    torch.testing.assert_close(flow.from_base(state.walkers.position)[0], state.position, rtol=1e-4, atol=1e-4)
     assert draws(mcmc, "x").shape == (4, 5, 3)
 
 
@@ -245,7 +246,7 @@ def test_nan_region_is_rejected_and_counted():
     x = draws(mcmc)
     assert np.isfinite(x).all() and x[..., 0].max() <= 2.0
     assert np.isfinite(stats(mcmc)["potential_energy"]).all()
-    assert int(mcmc.kernel.state.num_nonfinite.sum()) > 0
+    assert int(mcmc.kernel.num_nonfinite.sum()) > 0
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -293,17 +294,15 @@ def funnel_potential(params):
 def test_stranded_walkers_are_redrawn_and_the_others_kept():
     """Exactly the walkers beyond the χ² quantile of the latent base are redrawn from the transport."""
     dim = 10
-    config = neutra_core.Config(num_warmup=10, target_accept_prob=0.8, schedule=NO_FITS, fit="reverse",
-                                max_leapfrog=8, trajectory_length=None, flow_factory=None)
     target = potential_fn_target(funnel_potential, Layout(("x",), (torch.Size([dim]),)))
     torch.manual_seed(1)
     position = 0.5 * torch.randn(4, dim)
     position[0] = 20.0  # identity transport: latent = position, far beyond the quantile
-    state = neutra_core.init(position, target, neutra_flow(dim), config, 0.1)
-    assert float((state.latent[0] ** 2).sum()) > neutra_core.stranded_threshold(dim)
-    new = neutra_core._redraw_stranded(state, target)
-    assert float((new.latent[0] ** 2).sum()) < neutra_core.stranded_threshold(dim)
-    assert torch.isfinite(new.latent_logdensity[0])
+    state = neutra_core.init(position, target, Transport(neutra_flow(dim), identity_whitening(dim)), 0.1, 1.0)
+    assert float((state.walkers.position[0] ** 2).sum()) > neutra_warmup.stranded_threshold(dim)
+    new = neutra_warmup.redraw_stranded(state, target)
+    assert float((new.walkers.position[0] ** 2).sum()) < neutra_warmup.stranded_threshold(dim)
+    assert torch.isfinite(new.walkers.logdensity[0])
     torch.testing.assert_close(new.position[1:], state.position[1:], rtol=0, atol=0)
 
 
@@ -347,9 +346,9 @@ def window_state(size):
     kernel = NeuTraHMC(potential_fn=narrow_potential, num_walkers=8)
     kernel.initial_params = {"x": NARROW_LOC + NARROW_SCALE * torch.randn(8, 3)}
     kernel.setup(200)
-    state = kernel.state
-    size = state.adapt.window.shape[0]
-    return state._replace(i=size, adapt=state.adapt._replace(window=stuck_walker_window(size)))
+    adapt = kernel.adaptation
+    size = adapt.window.shape[0]
+    return kernel.state, adapt._replace(i=size, window=stuck_walker_window(size))
 
 
 def test_fit_standardisation_ignores_the_way_in_and_a_stuck_walker():
@@ -358,11 +357,11 @@ def test_fit_standardisation_ignores_the_way_in_and_a_stuck_walker():
     30% of the target's (one point in eight out moves the median by 0.18 sd and the MAD scale by 17%;
     the median's standard error on 231 points is 0.08 sd). Control: the window's variance is off by
     more than 10 times."""
-    state = window_state(200)
-    whitening = neutra_core._window_whitening(state)
+    _, adapt = window_state(200)
+    whitening = neutra_warmup.window_whitening(adapt.window, adapt.i - 1)
     assert torch.all((whitening.loc - NARROW_LOC).abs() < 0.5 * NARROW_SCALE), whitening.loc
     torch.testing.assert_close(torch.diag(whitening.matrix), NARROW_SCALE, rtol=0.3, atol=0.0)
-    control = fit_diagonal_whitening(state.adapt.window.reshape(-1, 3))
+    control = fit_diagonal_whitening(adapt.window.reshape(-1, 3))
     assert torch.all(torch.diag(control.matrix) > 10 * NARROW_SCALE), torch.diag(control.matrix)
 
 
@@ -370,12 +369,11 @@ def test_trajectory_length_ignores_stranded_points():
     """With the target's own standardisation the latent window is N(0, I) but for the stuck walker
     (550 sd out) and the way in: the trajectory length is (pi/2) sigma_max of the rest, near pi/2,
     not the cap of 5 pi that the whole window gives (control)."""
-    state = window_state(200)
+    state, adapt = window_state(200)
     exact = Whitening(NARROW_LOC, torch.diag(NARROW_SCALE), torch.diag(1.0 / NARROW_SCALE), NARROW_SCALE.log().sum())
-    state = state._replace(transport=Transport(state.transport.flow, exact))
-    length = neutra_core._trajectory_length(state)
+    length = neutra_warmup.trajectory_length(adapt.window, adapt.i - 1, Transport(state.transport.flow, exact))
     assert 0.5 * math.pi * 0.8 < length < 0.5 * math.pi * 1.4, length
-    latent = (state.adapt.window.reshape(-1, 3) - NARROW_LOC) / NARROW_SCALE
+    latent = (adapt.window.reshape(-1, 3) - NARROW_LOC) / NARROW_SCALE
     assert float(torch.linalg.eigvalsh(torch.cov(latent.T)).max().sqrt()) > 10.0
 
 
@@ -389,7 +387,7 @@ def prefit_num_steps(schedule, iterations=40):
     steps = []
     for _ in range(iterations):
         params = kernel.sample(params)
-        steps.append(kernel.state.num_steps)
+        steps.append(kernel.info.num_steps)
     return np.array(steps)
 
 
@@ -399,5 +397,5 @@ def test_trajectories_before_the_first_fit_are_capped():
     capped at PREFIT_LEAPFROG steps, and the cap binds. Control: with no fit scheduled (a fitted flow
     passed in, say) there is no first fit to wait for and trajectories run longer."""
     steps = prefit_num_steps(short_schedule(200, 200))
-    assert steps.max() <= neutra_core.PREFIT_LEAPFROG and np.mean(steps == neutra_core.PREFIT_LEAPFROG) > 0.5, steps
-    assert prefit_num_steps(NO_FITS).max() > neutra_core.PREFIT_LEAPFROG
+    assert steps.max() <= neutra_warmup.PREFIT_LEAPFROG and np.mean(steps == neutra_warmup.PREFIT_LEAPFROG) > 0.5, steps
+    assert prefit_num_steps(NO_FITS).max() > neutra_warmup.PREFIT_LEAPFROG

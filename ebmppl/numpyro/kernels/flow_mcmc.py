@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from numpyro.infer.initialization import init_to_uniform
 
-from ebmppl.numpyro.flows import default_flow, partition_flow
+from ebmppl.numpyro.adaptation import flow_mcmc as warmup
+from ebmppl.numpyro.flows import default_flow, identity_whitening, partition_flow
 from ebmppl.numpyro.kernels import core
 from ebmppl.numpyro.kernels.setup import (
     EnsembleKernel,
@@ -40,7 +42,9 @@ class FlowMCMCState(NamedTuple):
         step_size: shape ``(C,)``, the local step size.
         num_nonfinite: shape ``(C,)``, running count of rejected proposals
             with a non-finite energy.
-        core: the full :class:`~ebmppl.numpyro.kernels.core.CoreState`.
+        core: the :class:`~ebmppl.numpyro.kernels.core.CoreState` (walkers, step size, flow).
+        adapt: the warm-up's :class:`~ebmppl.numpyro.adaptation.flow_mcmc.AdaptState`;
+            ``None`` in a run without warm-up (see :meth:`FlowMCMC.without_adaptation`).
         rng_key: one JAX key shared by the ensemble.
     """
 
@@ -52,6 +56,7 @@ class FlowMCMCState(NamedTuple):
     step_size: jax.Array
     num_nonfinite: jax.Array
     core: core.CoreState
+    adapt: warmup.AdaptState | None
     rng_key: jax.Array
 
 
@@ -163,45 +168,71 @@ class FlowMCMC(EnsembleKernel):
 
         value_and_grad = jax.value_and_grad(logdensity)
         target = core.Target(jax.vmap(logdensity), jax.vmap(value_and_grad))
-
         options = self._options
         schedule = self._schedule = options.schedule_for(num_warmup)
         flow, fresh_params, ready = build_flow(self._flow, default_flow, flow_key, dim, schedule)
         params, static = partition_flow(flow)
-        config = core.Config(
-            num_warmup=num_warmup,
-            num_local_steps=options.num_local_steps,
-            num_leapfrog=options.num_leapfrog,
-            num_particles=options.num_particles,
-            target_accept_prob=options.target_accept_prob,
-            schedule=schedule,
-        )
-        # compiled: op by op, the first evaluation of the model and the flow costs seconds
-        start = jax.jit(lambda x, p, f: core.init(x, target, p, f, config, options.step_size, ready))
-        state = start(position, params, fresh_params)
-        check_initial_energy("FlowMCMC", state.logdensity)
+        config = core.Config(options.num_local_steps, options.num_leapfrog, options.num_particles)
+        settings = warmup.Settings(num_warmup, options.target_accept_prob, schedule)
 
+        def start(x, p, fresh):
+            identity = identity_whitening(dim, x.dtype)
+            state = core.init(x, target, core.FlowState(p, identity, jnp.asarray(ready), identity), options.step_size)
+            adapt = warmup.init(x, fresh, schedule, options.step_size) if num_warmup else None
+            return state, adapt
+
+        # compiled: op by op, the first evaluation of the model and the flow costs seconds
+        state, adapt = jax.jit(start)(position, params, fresh_params)
+        check_initial_energy("FlowMCMC", state.logdensity)
         end_of_warmup = warn_at_end_of_warmup("FlowMCMC", unravel, dim, num_warmup)
+
+        def adapt_step(key, state, adapt, info):
+            state, adapt = warmup.update(key, adapt, state, info, static, settings)
+            end_of_warmup(adapt.i, adapt.window)
+            return state, adapt
 
         def sample(state: FlowMCMCState, model_args, model_kwargs) -> FlowMCMCState:
             key, step_key = jax.random.split(state.rng_key)
-            new = core.step(typed_key(step_key), state.core, target, static, config)
-            end_of_warmup(new.i, new.adapt.window)
-            return _wrap(new, unravel, key)
+            step_key = typed_key(step_key)
+            new, info = core.step(step_key, state.core, target, static, config)
+            adapt = state.adapt
+            if adapt is not None:  # warm-up composed with the step (known when tracing)
+                new, adapt = jax.lax.cond(adapt.i < num_warmup, partial(adapt_step, step_key, info=info),
+                                          lambda s, a: (s, a), new, adapt)
+            return _wrap(new, info, adapt, state.num_nonfinite + info.num_nonfinite, unravel, key)
 
         self._sample_fn = sample
-        return _wrap(state, unravel, key)
+        zeros = jnp.zeros(num_chains, position.dtype)
+        info = core.CoreInfo(zeros, zeros, zeros, jnp.zeros(num_chains, jnp.int32))
+        return _wrap(state, info, adapt, info.num_nonfinite, unravel, key)
+
+    @staticmethod
+    def without_adaptation(state: FlowMCMCState) -> FlowMCMCState:
+        """``state`` without its warm-up bookkeeping (the window of positions, the restart bank).
+
+        NumPyro's ``MCMC`` carries one state structure through a ``run``, so a
+        run with warm-up keeps it to the end. To sample without it (at
+        thousands of chains the window is the largest part of the state),
+        warm up and sample in two calls::
+
+            mcmc.warmup(key)
+            mcmc.post_warmup_state = FlowMCMC.without_adaptation(mcmc.post_warmup_state)
+            mcmc.run(key2)
+        """
+        return state._replace(adapt=None)
 
 
-def _wrap(state: core.CoreState, unravel, key) -> FlowMCMCState:
+def _wrap(state: core.CoreState, info: core.CoreInfo, adapt, num_nonfinite, unravel, key) -> FlowMCMCState:
+    num_chains = state.position.shape[0]
     return FlowMCMCState(
         z=jax.vmap(unravel)(state.position),
         potential_energy=-state.logdensity,
-        accept_prob=state.accept_prob,
-        global_accept_prob=state.global_accept_prob,
-        local_accept_prob=state.local_accept_prob,
-        step_size=state.step_size,
-        num_nonfinite=state.num_nonfinite,
+        accept_prob=info.accept_prob,
+        global_accept_prob=info.global_accept_prob,
+        local_accept_prob=info.local_accept_prob,
+        step_size=jnp.full(num_chains, state.step_size),
+        num_nonfinite=num_nonfinite,
         core=state,
+        adapt=adapt,
         rng_key=key,
     )

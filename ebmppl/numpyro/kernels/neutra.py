@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from functools import partial
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -10,7 +12,8 @@ from numpyro import handlers
 from numpyro.infer.initialization import init_to_uniform
 from numpyro.infer.util import constrain_fn
 
-from ebmppl.numpyro.flows import neutra_flow, partition_flow
+from ebmppl.numpyro.adaptation import neutra as warmup
+from ebmppl.numpyro.flows import identity_whitening, neutra_flow, partition_flow
 from ebmppl.numpyro.kernels import neutra_core as core
 from ebmppl.numpyro.kernels.setup import (
     EnsembleKernel,
@@ -22,6 +25,7 @@ from ebmppl.numpyro.kernels.setup import (
     warn_at_end_of_warmup,
 )
 from ebmppl.numpyro.keys import typed_key
+from ebmppl.numpyro.moves import Transport
 from ebmppl.numpyro.potential import Potential
 from ebmppl.options import NeuTraOptions, check_target
 from ebmppl.schedule import WarmupSchedule
@@ -41,7 +45,10 @@ class NeuTraHMCState(NamedTuple):
         num_steps: shape ``(C,)``, leapfrog steps of the trajectory.
         num_nonfinite: shape ``(C,)``, running count of rejected proposals
             with a non-finite energy.
-        core: the full :class:`~ebmppl.numpyro.kernels.neutra_core.CoreState`.
+        core: the :class:`~ebmppl.numpyro.kernels.neutra_core.CoreState` (walkers, step size,
+            trajectory length, transport).
+        adapt: the warm-up's :class:`~ebmppl.numpyro.adaptation.neutra.AdaptState`;
+            ``None`` in a run without warm-up (see :meth:`NeuTraHMC.without_adaptation`).
         rng_key: one JAX key shared by the ensemble.
     """
 
@@ -53,6 +60,7 @@ class NeuTraHMCState(NamedTuple):
     num_steps: jax.Array
     num_nonfinite: jax.Array
     core: core.CoreState
+    adapt: warmup.AdaptState | None
     rng_key: jax.Array
 
 
@@ -179,41 +187,75 @@ class NeuTraHMC(EnsembleKernel):
         logdensity, unravel, position = flat_logdensity(self._potential_fn, init_params)
         dim = position.shape[1]
 
-        options = self._options
         first = jax.tree.map(lambda leaf: leaf[0], init_params)
         backbone = None
         if self._flow is None:
             backbone = self._backbone(typed_key(init_key), first, dim, model_args, model_kwargs)
         flow = self._flow if backbone is None else backbone
-        schedule = self._schedule = options.schedule_for(num_warmup, backbone=backbone is not None)
+        schedule = self._schedule = self._options.schedule_for(num_warmup, backbone=backbone is not None)
         flow, fresh_params, _ = build_flow(flow, neutra_flow, flow_key, dim, schedule)
         params, static = partition_flow(flow)
-        config = core.Config(
-            num_warmup=num_warmup,
-            target_accept_prob=options.target_accept_prob,
-            schedule=schedule,
-            fit=options.fit,
-            max_leapfrog=options.max_leapfrog,
-            trajectory_length=options.trajectory_length,
-        )
-        # compiled: op by op, the first evaluation of the model and the flow costs seconds
-        start = jax.jit(lambda x, p, f: (
-            jax.vmap(logdensity)(x), core.init(x, logdensity, p, static, f, config, options.step_size)
-        ))
-        initial, state = start(position, params, fresh_params)
-        check_initial_energy("NeuTraHMC", initial)
-        check_initial_energy("NeuTraHMC", state.latent_logdensity)
+        state, adapt = self._start(position, logdensity, params, static, fresh_params, schedule, num_warmup)
+        self._sample_fn = self._sampler(logdensity, static, schedule, num_warmup, unravel, dim)
+        info = core.CoreInfo(jnp.zeros(num_chains, position.dtype), jnp.zeros(num_chains, bool),
+                             jnp.zeros((), jnp.int32), jnp.zeros(num_chains, jnp.int32))
+        return _wrap(state, info, adapt, info.num_nonfinite, unravel, key)
 
+    def _start(self, position, logdensity, params, static, fresh_params, schedule, num_warmup):
+        """The core's state under the identity standardisation and the warm-up's, checked."""
+        options = self._options
+        length = 0.5 * math.pi if options.trajectory_length is None else options.trajectory_length
+
+        def start(x, p, fresh):
+            transport = Transport(p, identity_whitening(x.shape[1], x.dtype))
+            state = core.init(x, logdensity, transport, static, options.step_size, length)
+            adapt = warmup.init(x, fresh, schedule, options.step_size) if num_warmup else None
+            return jax.vmap(logdensity)(x), state, adapt
+
+        # compiled: op by op, the first evaluation of the model and the flow costs seconds
+        initial, state, adapt = jax.jit(start)(position, params, fresh_params)
+        check_initial_energy("NeuTraHMC", initial)
+        check_initial_energy("NeuTraHMC", state.walkers.logdensity)
+        return state, adapt
+
+    def _sampler(self, logdensity, static, schedule, num_warmup, unravel, dim) -> Callable:
+        """NumPyro's ``sample``: the core's step, composed with the warm-up while it lasts."""
+        options = self._options
+        settings = warmup.Settings(num_warmup, options.target_accept_prob, schedule, options.fit,
+                                   options.max_leapfrog, options.trajectory_length is None)
         end_of_warmup = warn_at_end_of_warmup("NeuTraHMC", unravel, dim, num_warmup)
+
+        def adapt_step(key, state, adapt, info):
+            state, adapt = warmup.update(key, adapt, state, info, logdensity, static, settings)
+            end_of_warmup(adapt.i, adapt.window)
+            return state, adapt
 
         def sample(state: NeuTraHMCState, model_args, model_kwargs) -> NeuTraHMCState:
             key, step_key = jax.random.split(state.rng_key)
-            new = core.step(typed_key(step_key), state.core, logdensity, static, config)
-            end_of_warmup(new.i, new.adapt.window)
-            return _wrap(new, unravel, key)
+            step_key = typed_key(step_key)
+            adapt = state.adapt
+            cap = options.max_leapfrog if adapt is None else warmup.leapfrog_cap(adapt, settings)
+            new, info = core.step(step_key, state.core, logdensity, static, cap)
+            if adapt is not None:  # warm-up composed with the step (known when tracing)
+                new, adapt = jax.lax.cond(adapt.i < num_warmup, partial(adapt_step, step_key, info=info),
+                                          lambda s, a: (s, a), new, adapt)
+            return _wrap(new, info, adapt, state.num_nonfinite + info.num_nonfinite, unravel, key)
 
-        self._sample_fn = sample
-        return _wrap(state, unravel, key)
+        return sample
+
+    @staticmethod
+    def without_adaptation(state: NeuTraHMCState) -> NeuTraHMCState:
+        """``state`` without its warm-up bookkeeping (the window of positions, the restart bank).
+
+        NumPyro's ``MCMC`` carries one state structure through a ``run``, so a
+        run with warm-up keeps it to the end. To sample without it, warm up
+        and sample in two calls::
+
+            mcmc.warmup(key)
+            mcmc.post_warmup_state = NeuTraHMC.without_adaptation(mcmc.post_warmup_state)
+            mcmc.run(key2)
+        """
+        return state._replace(adapt=None)
 
     def _backbone(self, key, params, dim, model_args, model_kwargs):
         """The flow of the model's only latent site when it is a flow-backbone Potential."""
@@ -233,16 +275,17 @@ class NeuTraHMC(EnsembleKernel):
         return flow
 
 
-def _wrap(state: core.CoreState, unravel, key) -> NeuTraHMCState:
+def _wrap(state: core.CoreState, info: core.CoreInfo, adapt, num_nonfinite, unravel, key) -> NeuTraHMCState:
     num_walkers = state.position.shape[0]
     return NeuTraHMCState(
         z=jax.vmap(unravel)(state.position),
         potential_energy=-state.logdensity,
-        accept_prob=state.accept_prob,
-        diverging=state.diverging,
-        step_size=state.step_size,
-        num_steps=jnp.full(num_walkers, state.num_steps),
-        num_nonfinite=state.num_nonfinite,
+        accept_prob=info.accept_prob,
+        diverging=info.diverging,
+        step_size=jnp.full(num_walkers, state.step_size),
+        num_steps=jnp.full(num_walkers, info.num_steps),
+        num_nonfinite=num_nonfinite,
         core=state,
+        adapt=adapt,
         rng_key=key,
     )

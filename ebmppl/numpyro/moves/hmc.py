@@ -1,28 +1,35 @@
-"""Local moves: HMC with an identity mass matrix, MALA being one leapfrog step.
+"""One HMC transition of a batch of walkers (MALA being one leapfrog step), identity mass matrix.
 
 Every function works on a batch of walkers ``position`` of shape ``(C, D)``
-and a log density ``logdensity_and_grad(position) -> ((C,), (C, D))``.
-Proposals whose log density or gradient is not finite are rejected and
-counted.
+and a log density ``logdensity_and_grad(position) -> ((C,), (C, D))``. The
+number of leapfrog steps may be static (a Python int: FlowMCMC's local moves,
+the trainer's MALA) or traced (NeuTraHMC's jittered trajectories). With
+``has_aux=True`` the log density also returns what the caller caches beside
+it (``((value, aux), grad)``, JAX's ``value_and_grad(has_aux=True)``
+convention), kept in :attr:`LocalState.aux`. Proposals whose log density or
+gradient is not finite are rejected and counted.
 
 Example:
     >>> import jax, jax.numpy as jnp
     >>> from ebmppl.numpyro.moves.hmc import hmc_step, LocalState
     >>> fn = jax.vmap(jax.value_and_grad(lambda x: -0.5 * jnp.sum(x**2)))
     >>> x = jnp.zeros((4, 2)); state = LocalState(x, *fn(x))
-    >>> state, info = hmc_step(jax.random.key(0), state, fn, jnp.full(4, 0.5), 1)
+    >>> state, info = hmc_step(jax.random.key(0), state, fn, 0.5, 1)
     >>> info.accept_prob.shape
     (4,)
 """
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-__all__ = ["LocalInfo", "LocalState", "hmc_step"]
+__all__ = ["DIVERGENCE_THRESHOLD", "LocalInfo", "LocalState", "hmc_step"]
+
+#: an energy error above this ends a trajectory as divergent
+DIVERGENCE_THRESHOLD = 1000.0
 
 
 class LocalState(NamedTuple):
@@ -32,70 +39,82 @@ class LocalState(NamedTuple):
         position: shape ``(C, D)``.
         logdensity: shape ``(C,)``, the target's log density at ``position``.
         grad: shape ``(C, D)``, its gradient.
+        aux: what the log density returns beside its value (``has_aux=True``), or ``None``.
     """
 
     position: jax.Array
     logdensity: jax.Array
     grad: jax.Array
+    aux: Any = None
 
 
 class LocalInfo(NamedTuple):
-    """What one local move reports.
+    """What one transition reports.
 
     Attributes:
         accept_prob: shape ``(C,)``, Metropolis acceptance probability.
         num_nonfinite: shape ``(C,)``, 1 where the proposal's log density or
             gradient was not finite (and so was rejected).
+        diverging: shape ``(C,)``, whether the energy error exceeded
+            :data:`DIVERGENCE_THRESHOLD` (or was not finite).
     """
 
     accept_prob: jax.Array
     num_nonfinite: jax.Array
+    diverging: jax.Array
 
 
 def hmc_step(
     key: jax.Array,
     state: LocalState,
     logdensity_and_grad: Callable,
-    step_size: jax.Array,
-    num_leapfrog: int,
+    step_size,
+    num_leapfrog,
+    has_aux: bool = False,
 ) -> tuple[LocalState, LocalInfo]:
     """One Metropolis-adjusted HMC move of every walker (MALA if ``num_leapfrog == 1``).
 
     Args:
         key: JAX key.
         state: the walkers.
-        logdensity_and_grad: batched log density and gradient.
-        step_size: shape ``(C,)``, leapfrog step size per walker.
-        num_leapfrog: number of leapfrog steps (static).
+        logdensity_and_grad: batched log density and gradient
+            (``((value, aux), grad)`` with ``has_aux``).
+        step_size: the leapfrog step size, a scalar (or shape ``(C,)``, one per walker).
+        num_leapfrog: number of leapfrog steps, a Python int or a traced integer.
+        has_aux: whether ``logdensity_and_grad`` returns an auxiliary value.
 
     Returns:
         The new state and a :class:`LocalInfo`.
     """
     momentum_key, accept_key = jax.random.split(key)
-    eps = step_size[:, None]
+    eps = step_size[:, None] if jnp.ndim(step_size) else step_size
     momentum = jax.random.normal(momentum_key, state.position.shape, state.position.dtype)
+    evaluate = logdensity_and_grad if has_aux else (lambda x: _no_aux(logdensity_and_grad(x)))
 
-    def leapfrog(carry, _):
-        position, logdensity, grad, p = carry
+    def leapfrog(_, carry):
+        position, logdensity, grad, aux, p = carry
         p = p + 0.5 * eps * grad
         position = position + eps * p
-        logdensity, grad = logdensity_and_grad(position)
+        (logdensity, aux), grad = evaluate(position)
         p = p + 0.5 * eps * grad
-        return (position, logdensity, grad, p), None
+        return position, logdensity, grad, aux, p
 
-    (position, logdensity, grad, p), _ = jax.lax.scan(
-        leapfrog, (state.position, state.logdensity, state.grad, momentum), length=num_leapfrog
-    )
-    log_ratio = (logdensity - 0.5 * jnp.sum(p**2, -1)) - (
-        state.logdensity - 0.5 * jnp.sum(momentum**2, -1)
-    )
+    start = (state.position, state.logdensity, state.grad, state.aux, momentum)
+    position, logdensity, grad, aux, p = jax.lax.fori_loop(0, num_leapfrog, leapfrog, start)
+    log_ratio = (logdensity - 0.5 * jnp.sum(p**2, -1)) - (state.logdensity - 0.5 * jnp.sum(momentum**2, -1))
     finite = jnp.isfinite(log_ratio) & jnp.all(jnp.isfinite(grad), -1)
+    diverging = ~finite | (-log_ratio > DIVERGENCE_THRESHOLD)
     log_ratio = jnp.where(finite, log_ratio, -jnp.inf)
     accept = jnp.log(jax.random.uniform(accept_key, log_ratio.shape)) < log_ratio
     new_state = jax.tree.map(
         lambda new, old: jnp.where(accept.reshape(accept.shape + (1,) * (new.ndim - 1)), new, old),
-        LocalState(position, logdensity, grad),
+        LocalState(position, logdensity, grad, aux),
         state,
     )
-    info = LocalInfo(jnp.exp(jnp.minimum(log_ratio, 0.0)), (~finite).astype(jnp.int32))
+    info = LocalInfo(jnp.exp(jnp.minimum(log_ratio, 0.0)), (~finite).astype(jnp.int32), diverging)
     return new_state, info
+
+
+def _no_aux(value_and_grad):
+    value, grad = value_and_grad
+    return (value, None), grad

@@ -8,7 +8,8 @@ from typing import Any, Callable
 import torch
 from pyro.infer.autoguide.initialization import init_to_uniform
 
-from ebmppl.pyro.flows import default_flow
+from ebmppl.pyro.adaptation import flow_mcmc as warmup
+from ebmppl.pyro.flows import default_flow, identity_whitening
 from ebmppl.pyro.kernels import core
 from ebmppl.pyro.kernels.setup import WalkerKernel, build_flow, check_initial_energy, flat_target, resolve_num_walkers
 from ebmppl.mixing import warn_if_not_mixed
@@ -141,42 +142,45 @@ class FlowMCMC(WalkerKernel):
         options = self._options
         schedule = self._schedule = options.schedule_for(warmup_steps)
         flow, factory, ready = build_flow(self._flow, default_flow, dim, device, position.dtype)
-        config = core.Config(
-            num_warmup=warmup_steps,
-            num_local_steps=options.num_local_steps,
-            num_leapfrog=options.num_leapfrog,
-            num_particles=options.num_particles,
-            target_accept_prob=options.target_accept_prob,
-            schedule=schedule,
-            flow_factory=factory,
-        )
-        state = core.init(position, target, flow, config, options.step_size, ready)
+        self._config = core.Config(options.num_local_steps, options.num_leapfrog, options.num_particles)
+        self._settings = warmup.Settings(warmup_steps, options.target_accept_prob, schedule, factory)
+        identity = identity_whitening(dim, position.dtype, device)
+        state = core.init(position, target, core.FlowState(flow, identity, bool(ready), identity), options.step_size)
         check_initial_energy("FlowMCMC", state.logdensity)
-        self._target, self._layout, self._config, self._state = target, layout, config, state
+        restarts = schedule.fresh_restarts if factory is not None else 0
+        self._adapt = warmup.init(position, schedule, options.step_size, restarts) if warmup_steps else None
+        self._target, self._layout, self._state = target, layout, state
+        self._num_nonfinite = torch.zeros(position.shape[0], dtype=torch.int64, device=device)
+        zeros = position.new_zeros(position.shape[0])
+        self._info, self._num_fits = core.CoreInfo(zeros, zeros, zeros, self._num_nonfinite), 0
         self._initial_params = layout.unflatten(position)
         self._runs.append({name: [] for name in SAMPLE_STATS})
 
     def sample(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        state = core.step(self._state, self._target, self._config)
-        self._state = state
-        if state.i == self._config.num_warmup:
-            window = state.adapt.window.detach().cpu().numpy()
-            warn_if_not_mixed("FlowMCMC", window, self._config.num_warmup, "warmup_steps", self._layout.site_of)
-        if state.i > self._config.num_warmup:
+        state, info = core.step(self._state, self._target, self._config)
+        self._num_nonfinite = self._num_nonfinite + info.num_nonfinite
+        if self._adapt is not None:  # warm-up: composed with the step until it ends, then dropped
+            state, self._adapt = warmup.update(self._adapt, state, info, self._config.num_local_steps, self._settings)
+            if self._adapt.i == self._settings.num_warmup:
+                window = self._adapt.window.detach().cpu().numpy()
+                warn_if_not_mixed("FlowMCMC", window, self._settings.num_warmup, "warmup_steps", self._layout.site_of)
+                self._num_fits, self._adapt = self._adapt.num_fits, None
+        else:
             record = self._runs[-1]
-            record["accept_prob"].append(state.accept_prob)
+            record["accept_prob"].append(info.accept_prob)
             record["potential_energy"].append(-state.logdensity)
-            record["global_accept_prob"].append(state.global_accept_prob)
-            record["local_accept_prob"].append(state.local_accept_prob)
+            record["global_accept_prob"].append(info.global_accept_prob)
+            record["local_accept_prob"].append(info.local_accept_prob)
+        self._state, self._info = state, info
         return self._layout.unflatten(state.position)
 
     def logging(self) -> OrderedDict:
-        state = self._state
+        info = self._info
         return OrderedDict(
             [
-                ("global acc", f"{float(state.global_accept_prob.mean()):.2f}"),
-                ("local acc", f"{float(state.local_accept_prob.mean()):.2f}"),
-                ("step", f"{float(state.step_size[0]):.2e}"),
+                ("global acc", f"{float(info.global_accept_prob.mean()):.2f}"),
+                ("local acc", f"{float(info.local_accept_prob.mean()):.2f}"),
+                ("step", f"{float(self._state.step_size):.2e}"),
             ]
         )
 
@@ -187,7 +191,7 @@ class FlowMCMC(WalkerKernel):
             "global acceptance rate": stats["global_accept_prob"].mean().item(),
             "local acceptance rate": stats["local_accept_prob"].mean().item(),
         }
-        summary["num nonfinite"] = int(self._state.num_nonfinite.sum())
+        summary["num nonfinite"] = int(self._num_nonfinite.sum())
         summary["divergences"] = []  # no trajectories: Pyro's MCMC.summary and ArviZ read this key
         return summary
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from typing import Any, Callable
 
@@ -12,9 +13,11 @@ from pyro.infer.autoguide.initialization import init_to_uniform
 
 from ebmppl.mixing import warn_if_not_mixed
 from ebmppl.options import NeuTraOptions, check_target
-from ebmppl.pyro.flows import neutra_flow
+from ebmppl.pyro.adaptation import neutra as warmup
+from ebmppl.pyro.flows import identity_whitening, neutra_flow
 from ebmppl.pyro.kernels import neutra_core as core
 from ebmppl.pyro.kernels.setup import WalkerKernel, build_flow, check_initial_energy, flat_target, resolve_num_walkers
+from ebmppl.pyro.moves import Transport
 from ebmppl.pyro.potential import Potential
 from ebmppl.schedule import WarmupSchedule
 
@@ -141,44 +144,53 @@ class NeuTraHMC(WalkerKernel):
         flow = self._flow if backbone is None else backbone
         schedule = self._schedule = options.schedule_for(warmup_steps, backbone=backbone is not None)
         flow, factory, _ = build_flow(flow, neutra_flow, dim, position.device, position.dtype)
-        config = core.Config(
-            num_warmup=warmup_steps,
-            target_accept_prob=options.target_accept_prob,
-            schedule=schedule,
-            fit=options.fit,
-            max_leapfrog=options.max_leapfrog,
-            trajectory_length=options.trajectory_length,
-            flow_factory=factory,
-        )
+        self._settings = warmup.Settings(warmup_steps, options.target_accept_prob, schedule, options.fit,
+                                         options.max_leapfrog, options.trajectory_length is None, factory)
         check_initial_energy("NeuTraHMC", target.logdensity(position))
-        state = core.init(position, target, flow, config, options.step_size)
-        check_initial_energy("NeuTraHMC", state.latent_logdensity)
-        self._target, self._layout, self._config, self._state = target, layout, config, state
+        length = 0.5 * math.pi if options.trajectory_length is None else options.trajectory_length
+        transport = Transport(flow, identity_whitening(dim, position.dtype, position.device))
+        state = core.init(position, target, transport, options.step_size, length)
+        check_initial_energy("NeuTraHMC", state.walkers.logdensity)
+        restarts = schedule.fresh_restarts if factory is not None else 0
+        self._adapt = warmup.init(position, schedule, options.step_size, restarts) if warmup_steps else None
+        self._target, self._layout, self._state = target, layout, state
+        self._num_nonfinite = torch.zeros(position.shape[0], dtype=torch.int64, device=position.device)
+        zeros = position.new_zeros(position.shape[0])
+        self._info = core.CoreInfo(zeros, torch.zeros_like(zeros, dtype=torch.bool), 0, self._num_nonfinite)
+        self._num_fits = 0
         self._initial_params = layout.unflatten(position)
         self._runs.append({name: [] for name in SAMPLE_STATS})
 
     def sample(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        state = core.step(self._state, self._target, self._config)
-        self._state = state
-        if state.i == self._config.num_warmup:
-            window = state.adapt.window.detach().cpu().numpy()
-            warn_if_not_mixed("NeuTraHMC", window, self._config.num_warmup, "warmup_steps", self._layout.site_of)
-        if state.i > self._config.num_warmup:
+        settings, adapt = self._settings, self._adapt
+        cap = settings.max_leapfrog if adapt is None else warmup.leapfrog_cap(adapt, settings)
+        state, info = core.step(self._state, self._target, cap)
+        self._num_nonfinite = self._num_nonfinite + info.num_nonfinite
+        if adapt is not None:  # warm-up: composed with the step until it ends, then dropped
+            state, adapt = warmup.update(adapt, state, info, self._target, settings)
+            self._adapt = adapt
+            if adapt.i == settings.num_warmup:
+                window = adapt.window.detach().cpu().numpy()
+                warn_if_not_mixed("NeuTraHMC", window, settings.num_warmup, "warmup_steps", self._layout.site_of)
+                self._num_fits, self._adapt = adapt.num_fits, None
+        else:
             record = self._runs[-1]
-            record["accept_prob"].append(state.accept_prob)
+            step_size = torch.full_like(info.accept_prob, float(state.step_size))
+            record["accept_prob"].append(info.accept_prob)
             record["potential_energy"].append(-state.logdensity)
-            record["diverging"].append(state.diverging)
-            record["step_size"].append(state.step_size)
-            record["num_steps"].append(torch.full_like(state.step_size, state.num_steps))
+            record["diverging"].append(info.diverging)
+            record["step_size"].append(step_size)
+            record["num_steps"].append(torch.full_like(step_size, info.num_steps))
+        self._state, self._info = state, info
         return self._layout.unflatten(state.position)
 
     def logging(self) -> OrderedDict:
-        state = self._state
+        info = self._info
         return OrderedDict(
             [
-                ("acc", f"{float(state.accept_prob.mean()):.2f}"),
-                ("steps", str(state.num_steps)),
-                ("step", f"{float(state.step_size[0]):.2e}"),
+                ("acc", f"{float(info.accept_prob.mean()):.2f}"),
+                ("steps", str(info.num_steps)),
+                ("step", f"{float(self._state.step_size):.2e}"),
             ]
         )
 
@@ -188,7 +200,7 @@ class NeuTraHMC(WalkerKernel):
             "acceptance rate": stats["accept_prob"].mean().item(),
             # Pyro's convention (MCMC.summary counts them): the draws where a walker diverged
             "divergences": torch.nonzero(stats["diverging"].any(0)).flatten().tolist(),
-            "num nonfinite": int(self._state.num_nonfinite.sum()),
+            "num nonfinite": int(self._num_nonfinite.sum()),
         }
 
 

@@ -30,8 +30,9 @@ __all__ = ["WalkerKernel", "WalkersAsChains", "build_flow", "check_initial_energ
 class WalkerKernel(MCMCKernel):
     """What ebmppl's Pyro kernels share: walkers moved together inside one Pyro chain.
 
-    Subclasses set ``_num_walkers``, ``_schedule``, ``_state`` and ``_runs``
-    (per-draw statistics, one dict of lists per Pyro chain run).
+    Subclasses set ``_num_walkers``, ``_schedule``, ``_state``, ``_info``,
+    ``_num_nonfinite``, ``_num_fits``, ``_adapt`` and ``_runs`` (per-draw statistics, one
+    dict of lists per Pyro chain run).
     """
 
     @property
@@ -55,8 +56,28 @@ class WalkerKernel(MCMCKernel):
 
     @property
     def state(self):
-        """The current core state (walkers, flow, adaptation)."""
+        """The current core state (walkers, step size, flow); the warm-up's own state is dropped when it ends."""
         return self._state
+
+    @property
+    def adaptation(self):
+        """The warm-up's state (window, dual averaging, fits) while warm-up lasts; ``None`` after it."""
+        return self._adapt
+
+    @property
+    def info(self):
+        """What the last iteration reported (the core's ``CoreInfo``)."""
+        return self._info
+
+    @property
+    def num_nonfinite(self) -> torch.Tensor:
+        """Shape ``(num_walkers,)``: proposals rejected because the energy was NaN or infinite there, this run."""
+        return self._num_nonfinite
+
+    @property
+    def num_fits(self) -> int:
+        """Flow fits made during the last run's warm-up."""
+        return self._num_fits
 
     @property
     def sample_stats(self) -> list[dict[str, torch.Tensor]]:

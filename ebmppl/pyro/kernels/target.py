@@ -138,6 +138,15 @@ def model_target(
     Raises:
         ValueError: discrete latent sites, or no valid starting point.
     """
+    found, transforms, trace = _initialise(model, model_args, model_kwargs, num_walkers, init_strategy,
+                                           initial_params, name)
+    layout = Layout.of(found)
+    logdensity = _ModelLogDensity(model, model_args, model_kwargs, layout, transforms, trace, name)
+    return Target(_no_grad(logdensity), with_grad(logdensity), logdensity), layout, found, transforms
+
+
+def _initialise(model, model_args, model_kwargs, num_walkers, init_strategy, initial_params, name):
+    """The walkers' unconstrained starting points, the sites' transforms and a trace of the model."""
     try:
         found, _, transforms, trace = initialize_model(
             model,
@@ -163,67 +172,84 @@ def model_target(
         raise ValueError(f"{name} needs continuous latent sites; {discrete} are discrete")
     if num_walkers == 1:
         found = {name: value[None] for name, value in found.items()}
-    layout = Layout.of(found)
-    value_shapes = {name: trace.nodes[name]["value"].shape for name in layout.names}
-    batch_dims = {name: len(trace.nodes[name]["fn"].batch_shape) for name in layout.names}
-    nesting = _max_batch_dims(trace)
+    return found, transforms, trace
 
-    def logdensity(position: torch.Tensor) -> torch.Tensor:
+
+class _ModelLogDensity:
+    """The log density of a model's latent sites at flat unconstrained walkers ``(C, D) -> (C,)``.
+
+    The model runs once for all walkers, inside an outermost walker plate;
+    walkers where it raises alone get ``-inf`` (a rejection).
+    """
+
+    def __init__(self, model, model_args, model_kwargs, layout: Layout, transforms, trace, name: str):
+        self.model, self.model_args, self.model_kwargs = model, model_args, model_kwargs
+        self.layout, self.transforms, self.name = layout, transforms, name
+        self.value_shapes = {site: trace.nodes[site]["value"].shape for site in layout.names}
+        self.batch_dims = {site: len(trace.nodes[site]["fn"].batch_shape) for site in layout.names}
+        self.nesting = _max_batch_dims(trace)
+
+    def __call__(self, position: torch.Tensor) -> torch.Tensor:
         try:
-            return batched(position)
+            return self.batched(position)
         except (RuntimeError, ValueError, IndexError) as err:
             if position.shape[0] == 1:
                 raise
-            return walker_by_walker(position, err)
+            return self.walker_by_walker(position, err)
 
-    def walker_by_walker(position: torch.Tensor, err: Exception) -> torch.Tensor:
-        # Which walkers make the model fail? Some (a Cholesky factor that does not exist, a parameter
-        # out of its support at a proposal): their log density is -inf, a rejection. None: the model
-        # does not broadcast over the walkers. All: the model fails anyway.
+    def walker_by_walker(self, position: torch.Tensor, err: Exception) -> torch.Tensor:
+        """Which walkers make the model fail? Some (a Cholesky factor that does not exist, a parameter
+        out of its support at a proposal): their log density is -inf, a rejection. None: the model
+        does not broadcast over the walkers. All: the model fails anyway."""
         values, failed = [], 0
         for i in range(position.shape[0]):
             try:
-                values.append(batched(position[i:i + 1]))
+                values.append(self.batched(position[i:i + 1]))
             except (RuntimeError, ValueError, IndexError):
                 values.append(position.new_full((1,), -math.inf))
                 failed += 1
         if failed == 0:
-            raise ValueError(_not_batched(name, nesting, err)) from err
+            raise ValueError(_not_batched(self.name, self.nesting, err)) from err
         numerical = isinstance(err, torch.linalg.LinAlgError)  # a matrix that has no factor there
         if failed == position.shape[0] and not numerical:  # at every point alone too: most likely shapes
-            raise ValueError(_not_batched(name, nesting, err) + " (it also failed for each walker alone)") from err
+            raise ValueError(
+                _not_batched(self.name, self.nesting, err) + " (it also failed for each walker alone)"
+            ) from err
         return torch.cat(values)
 
-    def batched(position: torch.Tensor) -> torch.Tensor:
+    def constrained(self, position: torch.Tensor) -> tuple[dict, torch.Tensor]:
+        """The sites' constrained values, with walker dims left of the model's, and ``log|det J|``."""
         num = position.shape[0]
         values, log_det = {}, position.new_zeros(num)
-        for name, u in layout.unflatten(position).items():
-            to_constrained = transforms[name].inv
+        for site, u in self.layout.unflatten(position).items():
+            to_constrained = self.transforms[site].inv
             value = to_constrained(u)
-            jacobian = to_constrained.log_abs_det_jacobian(u, value)
-            log_det = log_det + jacobian.reshape(num, -1).sum(1)
-            extra = nesting - batch_dims[name]
-            values[name] = value.reshape((num,) + (1,) * extra + value_shapes[name])
+            log_det = log_det + to_constrained.log_abs_det_jacobian(u, value).reshape(num, -1).sum(1)
+            extra = self.nesting - self.batch_dims[site]
+            values[site] = value.reshape((num,) + (1,) * extra + self.value_shapes[site])
+        return values, log_det
+
+    def batched(self, position: torch.Tensor) -> torch.Tensor:
+        """The model run once for all walkers in the walker plate."""
+        num, nesting = position.shape[0], self.nesting
+        values, log_joint = self.constrained(position)
         with pyro.plate(WALKERS, num, dim=-nesting - 1):
-            trace = poutine.trace(poutine.condition(model, values)).get_trace(*model_args, **model_kwargs)
-        log_joint = log_det
+            conditioned = poutine.condition(self.model, values)
+            trace = poutine.trace(conditioned).get_trace(*self.model_args, **self.model_kwargs)
         for site_name, site in trace.nodes.items():
             if site["type"] != "sample" or type(site["fn"]).__name__ == "_Subsample":
                 continue
-            log_prob = site["fn"].log_prob(site["value"])
-            log_prob = scale_and_mask(log_prob, site["scale"], site["mask"])
+            log_prob = scale_and_mask(site["fn"].log_prob(site["value"]), site["scale"], site["mask"])
             if not torch.is_tensor(log_prob):
                 log_prob = torch.as_tensor(log_prob, dtype=position.dtype)
             if log_prob.dim() > nesting + 1 and num > 1:  # dims left of the walkers': walkers mixed
                 raise ValueError(_not_batched(
-                    name, nesting, f"site {site_name!r} has log_prob shape {tuple(log_prob.shape)}, more "
-                    f"dims than the walker plate (dim={-nesting - 1}) and the model's plates"
+                    self.name, nesting, f"site {site_name!r} has log_prob shape {tuple(log_prob.shape)}, "
+                    f"more dims than the walker plate (dim={-nesting - 1}) and the model's plates"
                 ))
             log_prob = log_prob.reshape((1,) * (nesting + 1 - log_prob.dim()) + log_prob.shape)
             log_joint = log_joint + log_prob.reshape(log_prob.shape[0], -1).sum(1)
         return log_joint
-
-    return Target(_no_grad(logdensity), with_grad(logdensity), logdensity), layout, found, transforms
 
 
 def _not_batched(name: str, nesting: int, reason) -> str:

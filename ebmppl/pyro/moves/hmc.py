@@ -1,9 +1,12 @@
-"""Local moves: HMC with an identity mass matrix, MALA being one leapfrog step.
+"""One HMC transition of a batch of walkers (MALA being one leapfrog step), identity mass matrix (torch).
 
 Every function works on a batch of walkers ``position`` of shape ``(C, D)``
 and a log density ``logdensity_and_grad(position) -> ((C,), (C, D))``.
-Proposals whose log density or gradient is not finite are rejected and
-counted. Randomness comes from torch's generator (Pyro's, seeded with
+The number of leapfrog steps is any int (FlowMCMC's local moves, the
+trainer's MALA, NeuTraHMC's jittered trajectories). With ``has_aux=True`` the
+log density also returns what the caller caches beside it
+(``((value, aux), grad)``), kept in :attr:`LocalState.aux`. Proposals whose
+log density or gradient is not finite are rejected and counted. Randomness comes from torch's generator (Pyro's, seeded with
 ``pyro.set_rng_seed``).
 
 Example:
@@ -18,11 +21,14 @@ Example:
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import torch
 
-__all__ = ["LocalInfo", "LocalState", "hmc_step", "with_grad"]
+__all__ = ["DIVERGENCE_THRESHOLD", "LocalInfo", "LocalState", "hmc_step", "with_grad"]
+
+#: an energy error above this ends a trajectory as divergent
+DIVERGENCE_THRESHOLD = 1000.0
 
 
 class LocalState(NamedTuple):
@@ -32,61 +38,76 @@ class LocalState(NamedTuple):
         position: shape ``(C, D)``.
         logdensity: shape ``(C,)``, the target's log density at ``position``.
         grad: shape ``(C, D)``, its gradient.
+        aux: what the log density returns beside its value (``has_aux=True``): a
+            tuple of tensors with a leading walker axis, or ``None``.
     """
 
     position: torch.Tensor
     logdensity: torch.Tensor
     grad: torch.Tensor
+    aux: Any = None
 
 
 class LocalInfo(NamedTuple):
-    """What one local move reports.
+    """What one transition reports.
 
     Attributes:
         accept_prob: shape ``(C,)``, Metropolis acceptance probability.
         num_nonfinite: shape ``(C,)``, 1 where the proposal's log density or
             gradient was not finite (and so was rejected).
+        diverging: shape ``(C,)``, whether the energy error exceeded
+            :data:`DIVERGENCE_THRESHOLD` (or was not finite).
     """
 
     accept_prob: torch.Tensor
     num_nonfinite: torch.Tensor
+    diverging: torch.Tensor
 
 
 def hmc_step(
     state: LocalState,
     logdensity_and_grad: Callable,
-    step_size: torch.Tensor,
+    step_size,
     num_leapfrog: int,
+    has_aux: bool = False,
 ) -> tuple[LocalState, LocalInfo]:
     """One Metropolis-adjusted HMC move of every walker (MALA if ``num_leapfrog == 1``).
 
     Args:
         state: the walkers.
-        logdensity_and_grad: batched log density and gradient.
-        step_size: shape ``(C,)``, leapfrog step size per walker.
+        logdensity_and_grad: batched log density and gradient
+            (``((value, aux), grad)`` with ``has_aux``).
+        step_size: the leapfrog step size, a float (or shape ``(C,)``, one per walker).
         num_leapfrog: number of leapfrog steps.
+        has_aux: whether ``logdensity_and_grad`` returns an auxiliary value.
 
     Returns:
         The new state and a :class:`LocalInfo`.
     """
-    eps = step_size[:, None]
+    eps = step_size[:, None] if torch.is_tensor(step_size) and step_size.dim() else step_size
     momentum = torch.randn_like(state.position)
-    position, logdensity, grad, p = state.position, state.logdensity, state.grad, momentum
+    position, logdensity, grad, aux, p = state.position, state.logdensity, state.grad, state.aux, momentum
     for _ in range(num_leapfrog):
         p = p + 0.5 * eps * grad
         position = position + eps * p
-        logdensity, grad = logdensity_and_grad(position)
+        if has_aux:
+            (logdensity, aux), grad = logdensity_and_grad(position)
+        else:
+            logdensity, grad = logdensity_and_grad(position)
         p = p + 0.5 * eps * grad
     log_ratio = (logdensity - 0.5 * (p**2).sum(-1)) - (state.logdensity - 0.5 * (momentum**2).sum(-1))
     finite = torch.isfinite(log_ratio) & torch.isfinite(grad).all(-1)
+    diverging = ~finite | (-log_ratio > DIVERGENCE_THRESHOLD)
     log_ratio = torch.where(finite, log_ratio, torch.full_like(log_ratio, -torch.inf))
     accept = torch.rand_like(log_ratio).log() < log_ratio
-    new_state = LocalState(
-        torch.where(accept[:, None], position, state.position),
-        torch.where(accept, logdensity, state.logdensity),
-        torch.where(accept[:, None], grad, state.grad),
-    )
-    info = LocalInfo(log_ratio.clamp(max=0.0).exp(), (~finite).to(torch.int64))
+
+    def pick(new, old):
+        return torch.where(accept.reshape(accept.shape + (1,) * (new.dim() - 1)), new, old)
+
+    new_aux = None if aux is None else tuple(pick(new, old) for new, old in zip(aux, state.aux))
+    new_state = LocalState(pick(position, state.position), pick(logdensity, state.logdensity),
+                           pick(grad, state.grad), new_aux)
+    info = LocalInfo(log_ratio.clamp(max=0.0).exp(), (~finite).to(torch.int64), diverging)
     return new_state, info
 
 
