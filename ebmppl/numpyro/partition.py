@@ -27,7 +27,7 @@ from ebmppl.partition import LogPartition, log_partition_from_log_weights
 from ebmppl.numpyro.keys import typed_key
 from ebmppl.numpyro.potential import Potential
 
-__all__ = ["LogPartition", "log_partition"]
+__all__ = ["log_partition"]
 
 
 def log_partition(

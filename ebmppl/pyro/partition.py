@@ -27,7 +27,7 @@ from torch import nn
 from ebmppl.partition import LogPartition, log_partition_from_log_weights
 from ebmppl.pyro.potential import Potential
 
-__all__ = ["LogPartition", "log_partition"]
+__all__ = ["log_partition"]
 
 
 def log_partition(potential: Potential, flow, num_samples: int = 10_000, *, defensive: float = 0.1,

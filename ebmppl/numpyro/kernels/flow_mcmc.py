@@ -16,13 +16,10 @@ from ebmppl.numpyro.kernels.setup import (
     EnsembleKernel,
     build_flow,
     check_initial_energy,
-    check_vectorized,
-    flat_logdensity,
-    initial_params,
     warn_at_end_of_warmup,
 )
 from ebmppl.numpyro.keys import typed_key
-from ebmppl.options import FlowMCMCOptions, check_target
+from ebmppl.options import FlowMCMCOptions
 from ebmppl.schedule import WarmupSchedule
 
 __all__ = ["FlowMCMC", "FlowMCMCState"]
@@ -124,19 +121,12 @@ class FlowMCMC(EnsembleKernel):
         schedule: WarmupSchedule | None = None,
         init_strategy: Callable = init_to_uniform,
     ):
-        check_target("FlowMCMC", model, potential_fn)
+        super().__init__("FlowMCMC", model, potential_fn, flow, init_strategy)
         self._options = FlowMCMCOptions(
             num_particles=num_particles, num_local_steps=num_local_steps, local_kernel=local_kernel,
             num_leapfrog=num_leapfrog, step_size=step_size, target_accept_prob=target_accept_prob,
             schedule=schedule,
         ).validate()
-        self._model = model
-        self._potential_fn = potential_fn
-        self._flow = flow
-        self._schedule = None  # the schedule of the last run, resolved against its warm-up
-        self._init_strategy = init_strategy
-        self._postprocess_fn = None
-        self._sample_fn = None
 
     # --- what NumPyro's MCMC reads -------------------------------------------------
     @property
@@ -152,19 +142,11 @@ class FlowMCMC(EnsembleKernel):
 
     # --- init / sample ---------------------------------------------------------------
     def init(self, rng_key, num_warmup, init_params=None, model_args=(), model_kwargs={}):
-        num_chains = check_vectorized("FlowMCMC", rng_key)
-        # the state's key keeps the style the host gave (NumPyro swaps it in on a continued run);
-        # flowjax, inside the step, gets typed keys
-        key, init_key, flow_key = jax.random.split(rng_key[0], 3)
-        flow_key = typed_key(flow_key)
-        init_params, potential_fn, postprocess = initial_params(
-            "FlowMCMC", init_key, num_chains, init_params, self._model, self._init_strategy,
-            model_args, model_kwargs,
+        walkers = self._walkers(rng_key, init_params, model_args, model_kwargs)
+        key, flow_key, logdensity, unravel, position = (
+            walkers.key, walkers.flow_key, walkers.logdensity, walkers.unravel, walkers.position
         )
-        if potential_fn is not None:
-            self._potential_fn, self._postprocess_fn = potential_fn, postprocess
-        logdensity, unravel, position = flat_logdensity(self._potential_fn, init_params)
-        dim = position.shape[1]
+        num_chains, dim = position.shape
 
         value_and_grad = jax.value_and_grad(logdensity)
         target = core.Target(jax.vmap(logdensity), jax.vmap(value_and_grad))

@@ -19,15 +19,12 @@ from ebmppl.numpyro.kernels.setup import (
     EnsembleKernel,
     build_flow,
     check_initial_energy,
-    check_vectorized,
-    flat_logdensity,
-    initial_params,
     warn_at_end_of_warmup,
 )
 from ebmppl.numpyro.keys import typed_key
 from ebmppl.numpyro.moves import Transport
 from ebmppl.numpyro.potential import Potential
-from ebmppl.options import NeuTraOptions, check_target
+from ebmppl.options import NeuTraOptions
 from ebmppl.schedule import WarmupSchedule
 
 __all__ = ["NeuTraHMC", "NeuTraHMCState"]
@@ -140,18 +137,11 @@ class NeuTraHMC(EnsembleKernel):
         schedule: WarmupSchedule | None = None,
         init_strategy: Callable = init_to_uniform,
     ):
-        check_target("NeuTraHMC", model, potential_fn)
+        super().__init__("NeuTraHMC", model, potential_fn, flow, init_strategy)
         self._options = NeuTraOptions(
             fit=fit, step_size=step_size, trajectory_length=trajectory_length, max_leapfrog=max_leapfrog,
             target_accept_prob=target_accept_prob, schedule=schedule,
         ).validate()
-        self._model = model
-        self._potential_fn = potential_fn
-        self._flow = flow
-        self._schedule = None  # the schedule of the last run, resolved against its warm-up
-        self._init_strategy = init_strategy
-        self._postprocess_fn = None
-        self._sample_fn = None
 
     @staticmethod
     def default_schedule(num_warmup: int) -> WarmupSchedule:
@@ -173,24 +163,16 @@ class NeuTraHMC(EnsembleKernel):
 
     # --- init / sample ---------------------------------------------------------------
     def init(self, rng_key, num_warmup, init_params=None, model_args=(), model_kwargs={}):
-        num_chains = check_vectorized("NeuTraHMC", rng_key)
-        # the state's key keeps the style the host gave (NumPyro swaps it in on a continued run);
-        # flowjax, inside the step, gets typed keys
-        key, init_key, flow_key = jax.random.split(rng_key[0], 3)
-        flow_key = typed_key(flow_key)
-        init_params, potential_fn, postprocess = initial_params(
-            "NeuTraHMC", init_key, num_chains, init_params, self._model, self._init_strategy,
-            model_args, model_kwargs,
+        walkers = self._walkers(rng_key, init_params, model_args, model_kwargs)
+        key, flow_key, logdensity, unravel, position = (
+            walkers.key, walkers.flow_key, walkers.logdensity, walkers.unravel, walkers.position
         )
-        if potential_fn is not None:
-            self._potential_fn, self._postprocess_fn = potential_fn, postprocess
-        logdensity, unravel, position = flat_logdensity(self._potential_fn, init_params)
-        dim = position.shape[1]
+        num_chains, dim = position.shape
 
-        first = jax.tree.map(lambda leaf: leaf[0], init_params)
+        first = jax.tree.map(lambda leaf: leaf[0], walkers.init_params)
         backbone = None
         if self._flow is None:
-            backbone = self._backbone(typed_key(init_key), first, dim, model_args, model_kwargs)
+            backbone = self._backbone(walkers.init_key, first, dim, model_args, model_kwargs)
         flow = self._flow if backbone is None else backbone
         schedule = self._schedule = self._options.schedule_for(num_warmup, backbone=backbone is not None)
         flow, fresh_params, _ = build_flow(flow, neutra_flow, flow_key, dim, schedule)

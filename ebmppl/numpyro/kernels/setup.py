@@ -12,7 +12,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import equinox as eqx
 import jax
@@ -25,18 +25,67 @@ from numpyro.util import identity, is_prng_key
 
 from ebmppl.mixing import warn_if_not_mixed
 from ebmppl.numpyro.flows import check_flow, partition_flow
+from ebmppl.numpyro.keys import typed_key
+from ebmppl.options import check_target
 from ebmppl.schedule import WarmupSchedule
 
-__all__ = ["EnsembleKernel", "build_flow", "check_initial_energy", "check_vectorized", "flat_logdensity", "initial_params",
+__all__ = ["EnsembleKernel", "Walkers", "build_flow", "check_initial_energy", "check_vectorized", "flat_logdensity", "initial_params",
            "warn_at_end_of_warmup"]
+
+
+class Walkers(NamedTuple):
+    """What a kernel's ``init`` starts from.
+
+    Attributes:
+        key: the key carried in the state (in the style the host gave).
+        init_key, flow_key: typed keys for the model's inspection and the flow.
+        init_params: the initial unconstrained parameters (leading axis: chains).
+        logdensity: the log density of one flat point.
+        unravel: flat point -> the model's pytree.
+        position: shape ``(C, D)``, the flat initial positions.
+    """
+
+    key: jax.Array
+    init_key: jax.Array
+    flow_key: jax.Array
+    init_params: Any
+    logdensity: Callable
+    unravel: Callable
+    position: jax.Array
 
 
 class EnsembleKernel(MCMCKernel):
     """What ebmppl's NumPyro kernels share: all chains advance together, the state's ``z`` is sampled.
 
-    Subclasses set ``_model``, ``_schedule``, ``_postprocess_fn`` and
-    ``_sample_fn`` (the jitted step built by ``init``).
+    Subclasses call ``__init__`` with their name and set ``_schedule`` and
+    ``_sample_fn`` (the step built by ``init``).
     """
+
+    def __init__(self, name: str, model, potential_fn, flow, init_strategy: Callable):
+        check_target(name, model, potential_fn)
+        self._name = name
+        self._model = model
+        self._potential_fn = potential_fn
+        self._flow = flow
+        self._schedule = None  # the schedule of the last run, resolved against its warm-up
+        self._init_strategy = init_strategy
+        self._postprocess_fn = None
+        self._sample_fn = None
+
+    def _walkers(self, rng_key, init_params, model_args, model_kwargs) -> Walkers:
+        """The run's walkers, keys and flat log density (see :class:`Walkers`)."""
+        num_chains = check_vectorized(self._name, rng_key)
+        # the state's key keeps the style the host gave (NumPyro swaps it in on a continued run);
+        # flowjax, inside the step, gets typed keys
+        key, init_key, flow_key = jax.random.split(rng_key[0], 3)
+        init_params, potential_fn, postprocess = initial_params(
+            self._name, init_key, num_chains, init_params, self._model, self._init_strategy,
+            model_args, model_kwargs,
+        )
+        if potential_fn is not None:
+            self._potential_fn, self._postprocess_fn = potential_fn, postprocess
+        logdensity, unravel, position = flat_logdensity(self._potential_fn, init_params)
+        return Walkers(key, typed_key(init_key), typed_key(flow_key), init_params, logdensity, unravel, position)
 
     @property
     def model(self):

@@ -11,14 +11,13 @@ from pyro.infer.autoguide.initialization import init_to_uniform
 from ebmppl.pyro.adaptation import flow_mcmc as warmup
 from ebmppl.pyro.flows import default_flow, identity_whitening
 from ebmppl.pyro.kernels import core
-from ebmppl.pyro.kernels.setup import WalkerKernel, build_flow, check_initial_energy, flat_target, resolve_num_walkers
-from ebmppl.mixing import warn_if_not_mixed
-from ebmppl.options import FlowMCMCOptions, check_target
+from ebmppl.pyro.kernels.setup import WalkerKernel, build_flow, check_initial_energy
+from ebmppl.options import FlowMCMCOptions
 from ebmppl.schedule import WarmupSchedule
 
 __all__ = ["FlowMCMC"]
 
-SAMPLE_STATS = ("accept_prob", "potential_energy", "global_accept_prob", "local_accept_prob")
+_SAMPLE_STATS = ("accept_prob", "potential_energy", "global_accept_prob", "local_accept_prob")
 
 
 class FlowMCMC(WalkerKernel):
@@ -108,34 +107,15 @@ class FlowMCMC(WalkerKernel):
         schedule: WarmupSchedule | None = None,
         init_strategy: Callable = init_to_uniform,
     ):
-        check_target("FlowMCMC", model, potential_fn)
+        super().__init__("FlowMCMC", model, potential_fn, num_walkers, flow, init_strategy)
         self._options = FlowMCMCOptions(
             num_particles=num_particles, num_local_steps=num_local_steps, local_kernel=local_kernel,
             num_leapfrog=num_leapfrog, step_size=step_size, target_accept_prob=target_accept_prob,
             schedule=schedule,
         ).validate()
-        if num_walkers is not None and num_walkers < 2:
-            raise ValueError(f"FlowMCMC needs num_walkers >= 2, got {num_walkers}")
-        self.model = model
-        self.potential_fn = potential_fn
-        self.transforms = None
-        self._user_num_walkers = num_walkers  # as given; `_num_walkers` is the run's
-        self._num_walkers = num_walkers
-        self._flow = flow
-        self._schedule = None  # the schedule of the last run, resolved against its warm-up
-        self._init_strategy = init_strategy
-        self._initial_params = None
-        self._user_initial_params = None
-        self._state: core.CoreState | None = None
-        self._runs: list[dict[str, list]] = []
 
     def setup(self, warmup_steps: int, *args, **kwargs) -> None:
-        user_params = self._user_initial_params
-        num_walkers = resolve_num_walkers("FlowMCMC", self._user_num_walkers, user_params, default=40)
-        self._num_walkers = num_walkers
-        target, layout, position, self.transforms = flat_target(
-            "FlowMCMC", self.model, self.potential_fn, args, kwargs, num_walkers, user_params, self._init_strategy
-        )
+        target, layout, position = self._walkers(args, kwargs)
         device = position.device
         dim = position.shape[1]
 
@@ -150,22 +130,18 @@ class FlowMCMC(WalkerKernel):
         restarts = schedule.fresh_restarts if factory is not None else 0
         self._adapt = warmup.init(position, schedule, options.step_size, restarts) if warmup_steps else None
         self._target, self._layout, self._state = target, layout, state
-        self._num_nonfinite = torch.zeros(position.shape[0], dtype=torch.int64, device=device)
         zeros = position.new_zeros(position.shape[0])
-        self._info, self._num_fits = core.CoreInfo(zeros, zeros, zeros, self._num_nonfinite), 0
-        self._initial_params = layout.unflatten(position)
-        self._runs.append({name: [] for name in SAMPLE_STATS})
+        self._info = core.CoreInfo(zeros, zeros, zeros, self._num_nonfinite)
+        self._runs.append({name: [] for name in _SAMPLE_STATS})
 
     def sample(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         state, info = core.step(self._state, self._target, self._config)
-        self._num_nonfinite = self._num_nonfinite + info.num_nonfinite
-        if self._adapt is not None:  # warm-up: composed with the step until it ends, then dropped
-            state, self._adapt = warmup.update(self._adapt, state, info, self._config.num_local_steps, self._settings)
-            if self._adapt.i == self._settings.num_warmup:
-                window = self._adapt.window.detach().cpu().numpy()
-                warn_if_not_mixed("FlowMCMC", window, self._settings.num_warmup, "warmup_steps", self._layout.site_of)
-                self._num_fits, self._adapt = self._adapt.num_fits, None
+        adapt = self._adapt
+        if adapt is not None:  # warm-up: composed with the step until it ends, then dropped
+            state, adapt = warmup.update(adapt, state, info, self._config.num_local_steps, self._settings)
+            self._adapt = self._count(info, adapt, self._settings.num_warmup)
         else:
+            self._count(info, None, self._settings.num_warmup)
             record = self._runs[-1]
             record["accept_prob"].append(info.accept_prob)
             record["potential_energy"].append(-state.logdensity)

@@ -11,19 +11,18 @@ import torch
 from pyro import poutine
 from pyro.infer.autoguide.initialization import init_to_uniform
 
-from ebmppl.mixing import warn_if_not_mixed
-from ebmppl.options import NeuTraOptions, check_target
+from ebmppl.options import NeuTraOptions
 from ebmppl.pyro.adaptation import neutra as warmup
 from ebmppl.pyro.flows import identity_whitening, neutra_flow
 from ebmppl.pyro.kernels import neutra_core as core
-from ebmppl.pyro.kernels.setup import WalkerKernel, build_flow, check_initial_energy, flat_target, resolve_num_walkers
+from ebmppl.pyro.kernels.setup import WalkerKernel, build_flow, check_initial_energy
 from ebmppl.pyro.moves import Transport
 from ebmppl.pyro.potential import Potential
 from ebmppl.schedule import WarmupSchedule
 
 __all__ = ["NeuTraHMC"]
 
-SAMPLE_STATS = ("accept_prob", "potential_energy", "diverging", "step_size", "num_steps")
+_SAMPLE_STATS = ("accept_prob", "potential_energy", "diverging", "step_size", "num_steps")
 
 
 class NeuTraHMC(WalkerKernel):
@@ -106,25 +105,11 @@ class NeuTraHMC(WalkerKernel):
         schedule: WarmupSchedule | None = None,
         init_strategy: Callable = init_to_uniform,
     ):
-        check_target("NeuTraHMC", model, potential_fn)
+        super().__init__("NeuTraHMC", model, potential_fn, num_walkers, flow, init_strategy)
         self._options = NeuTraOptions(
             fit=fit, step_size=step_size, trajectory_length=trajectory_length, max_leapfrog=max_leapfrog,
             target_accept_prob=target_accept_prob, schedule=schedule,
         ).validate()
-        if num_walkers is not None and num_walkers < 2:
-            raise ValueError(f"NeuTraHMC needs num_walkers >= 2, got {num_walkers}")
-        self.model = model
-        self.potential_fn = potential_fn
-        self.transforms = None
-        self._user_num_walkers = num_walkers  # as given; `_num_walkers` is the run's
-        self._num_walkers = num_walkers
-        self._flow = flow
-        self._schedule = None  # the schedule of the last run, resolved against its warm-up
-        self._init_strategy = init_strategy
-        self._initial_params = None
-        self._user_initial_params = None
-        self._state: core.CoreState | None = None
-        self._runs: list[dict[str, list]] = []
 
     @staticmethod
     def default_schedule(num_warmup: int) -> WarmupSchedule:
@@ -132,12 +117,7 @@ class NeuTraHMC(WalkerKernel):
         return WarmupSchedule.neutra(num_warmup)
 
     def setup(self, warmup_steps: int, *args, **kwargs) -> None:
-        user_params = self._user_initial_params
-        num_walkers = resolve_num_walkers("NeuTraHMC", self._user_num_walkers, user_params, default=40)
-        self._num_walkers = num_walkers
-        target, layout, position, self.transforms = flat_target(
-            "NeuTraHMC", self.model, self.potential_fn, args, kwargs, num_walkers, user_params, self._init_strategy
-        )
+        target, layout, position = self._walkers(args, kwargs)
         dim = position.shape[1]
         options = self._options
         backbone = self._backbone(dim, args, kwargs) if self._flow is None else None
@@ -154,26 +134,20 @@ class NeuTraHMC(WalkerKernel):
         restarts = schedule.fresh_restarts if factory is not None else 0
         self._adapt = warmup.init(position, schedule, options.step_size, restarts) if warmup_steps else None
         self._target, self._layout, self._state = target, layout, state
-        self._num_nonfinite = torch.zeros(position.shape[0], dtype=torch.int64, device=position.device)
         zeros = position.new_zeros(position.shape[0])
         self._info = core.CoreInfo(zeros, torch.zeros_like(zeros, dtype=torch.bool), 0, self._num_nonfinite)
-        self._num_fits = 0
         self._initial_params = layout.unflatten(position)
-        self._runs.append({name: [] for name in SAMPLE_STATS})
+        self._runs.append({name: [] for name in _SAMPLE_STATS})
 
     def sample(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         settings, adapt = self._settings, self._adapt
         cap = settings.max_leapfrog if adapt is None else warmup.leapfrog_cap(adapt, settings)
         state, info = core.step(self._state, self._target, cap)
-        self._num_nonfinite = self._num_nonfinite + info.num_nonfinite
         if adapt is not None:  # warm-up: composed with the step until it ends, then dropped
             state, adapt = warmup.update(adapt, state, info, self._target, settings)
-            self._adapt = adapt
-            if adapt.i == settings.num_warmup:
-                window = adapt.window.detach().cpu().numpy()
-                warn_if_not_mixed("NeuTraHMC", window, settings.num_warmup, "warmup_steps", self._layout.site_of)
-                self._num_fits, self._adapt = adapt.num_fits, None
+            self._adapt = self._count(info, adapt, settings.num_warmup)
         else:
+            self._count(info, None, settings.num_warmup)
             record = self._runs[-1]
             step_size = torch.full_like(info.accept_prob, float(state.step_size))
             record["accept_prob"].append(info.accept_prob)

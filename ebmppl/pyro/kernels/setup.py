@@ -19,6 +19,8 @@ import torch
 from pyro.infer.autoguide.initialization import init_to_uniform
 from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 
+from ebmppl.mixing import warn_if_not_mixed
+from ebmppl.options import check_target
 from ebmppl.pyro.flows import as_flow_module, check_flow
 from ebmppl.pyro.kernels.target import Layout, model_target, potential_fn_target
 from ebmppl.schedule import WarmupSchedule
@@ -34,6 +36,48 @@ class WalkerKernel(MCMCKernel):
     ``_num_nonfinite``, ``_num_fits``, ``_adapt`` and ``_runs`` (per-draw statistics, one
     dict of lists per Pyro chain run).
     """
+
+    def __init__(self, name: str, model, potential_fn, num_walkers: int | None, flow, init_strategy: Callable):
+        check_target(name, model, potential_fn)
+        if num_walkers is not None and num_walkers < 2:
+            raise ValueError(f"{name} needs num_walkers >= 2, got {num_walkers}")
+        self._name = name
+        self.model = model
+        self.potential_fn = potential_fn
+        self.transforms = None
+        self._user_num_walkers = num_walkers  # as given; `_num_walkers` is the run's
+        self._num_walkers = num_walkers
+        self._flow = flow
+        self._schedule = None  # the schedule of the last run, resolved against its warm-up
+        self._init_strategy = init_strategy
+        self._initial_params = None
+        self._user_initial_params = None
+        self._state = None
+        self._adapt = None
+        self._runs: list[dict[str, list]] = []
+
+    def _walkers(self, args, kwargs) -> tuple:
+        """The run's walkers: ``(target, layout, position)``, with ``num_walkers`` and ``transforms`` set."""
+        user_params = self._user_initial_params
+        self._num_walkers = resolve_num_walkers(self._name, self._user_num_walkers, user_params, default=40)
+        target, layout, position, self.transforms = flat_target(
+            self._name, self.model, self.potential_fn, args, kwargs, self._num_walkers, user_params,
+            self._init_strategy,
+        )
+        self._initial_params = layout.unflatten(position)
+        self._num_nonfinite = torch.zeros(position.shape[0], dtype=torch.int64, device=position.device)
+        self._num_fits = 0
+        return target, layout, position
+
+    def _count(self, info, adapt, num_warmup: int):
+        """After an iteration: the non-finite count, and the warm-up's state, dropped (and the
+        mixing checked) when warm-up ends."""
+        self._num_nonfinite = self._num_nonfinite + info.num_nonfinite
+        if adapt is not None and adapt.i == num_warmup:
+            window = adapt.window.detach().cpu().numpy()
+            warn_if_not_mixed(self._name, window, num_warmup, "warmup_steps", self._layout.site_of)
+            self._num_fits, adapt = adapt.num_fits, None
+        return adapt
 
     @property
     def initial_params(self) -> dict[str, torch.Tensor]:

@@ -34,7 +34,7 @@ from ebmppl.pyro.moves.hmc import with_grad
 
 __all__ = ["Layout", "model_target", "potential_fn_target"]
 
-WALKERS = "_ebmppl_walkers"
+_WALKERS = "_ebmppl_walkers"
 
 
 class Layout(NamedTuple):
@@ -233,7 +233,7 @@ class _ModelLogDensity:
         """The model run once for all walkers in the walker plate."""
         num, nesting = position.shape[0], self.nesting
         values, log_joint = self.constrained(position)
-        with pyro.plate(WALKERS, num, dim=-nesting - 1):
+        with pyro.plate(_WALKERS, num, dim=-nesting - 1):
             conditioned = poutine.condition(self.model, values)
             trace = poutine.trace(conditioned).get_trace(*self.model_args, **self.model_kwargs)
         for site_name, site in trace.nodes.items():
@@ -255,7 +255,7 @@ class _ModelLogDensity:
 def _not_batched(name: str, nesting: int, reason) -> str:
     return (
         f"{name} evaluates the model for all walkers at once, inside an outermost "
-        f"pyro.plate('{WALKERS}', num_walkers, dim={-nesting - 1}): every latent value gets leading "
+        f"pyro.plate('{_WALKERS}', num_walkers, dim={-nesting - 1}): every latent value gets leading "
         f"walker dims, and the model must broadcast over them (as with Pyro's "
         f"vectorize_particles=True). It did not: {reason}. A latent site of shape S arrives with shape "
         f"(num_walkers, {', '.join(['1'] * nesting) + ', ' if nesting else ''}*S), one 1 per plate dim "
