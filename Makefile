@@ -24,7 +24,7 @@ demo: $(STAMP)
 
 # the FlowMCMC sampler's own demo (10-D 4-mode mixture), report in runs/sampler-demo/
 demo-sampler: $(STAMP)
-	$(PY) -m ebmppl.demo --out runs/sampler-demo
+	$(PY) -m ebmppl.app.demo --out runs/sampler-demo
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 -q

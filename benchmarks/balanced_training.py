@@ -154,18 +154,20 @@ def run_pyro(name, method, args, seed):
     optim = pyro.optim.ClippedAdam({"lr": args.lr, "lrd": args.lr_floor ** (1 / args.steps)})
     centres = target.means if name == "four" else None
     trainer = EBMTrainer(model, optim=optim, method=method, mode_centres=centres, **settings(args, method))
+    state = trainer.init(data)
     scores, start = [], time.perf_counter()
     for step in range(1, args.steps + 1):
-        trainer.step(data)
+        state, _ = trainer.update(state, data)
         if step % args.eval_every == 0 and step > args.steps - 10 * args.eval_every:
-            with torch.no_grad():
-                def log_density(x):
-                    return trainer.potential.log_prob(torch.tensor(x, dtype=torch.float32)).double().numpy()
+            def log_density(x, params):
+                potential = trainer.potential(params, data)
+                with torch.no_grad():
+                    return potential.log_prob(torch.tensor(x, dtype=torch.float32)).double().numpy()
 
-                pool_weights = target.mode_weights(trainer.pool.numpy())
-                current = ebm_weights(target, log_density) if name == "four" else None
-                with trainer.averaged_params():
-                    scores.append(metrics(name, target, log_density, test, pool_weights, current))
+            pool_weights = target.mode_weights(state.pool.numpy())
+            current = ebm_weights(target, lambda x: log_density(x, state.ebm_params)) if name == "four" else None
+            scores.append(metrics(name, target, lambda x: log_density(x, state.ema_params), test, pool_weights,
+                                  current))
     return scores, time.perf_counter() - start
 
 

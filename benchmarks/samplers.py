@@ -5,7 +5,7 @@ Targets:
 - ``funnel``: 10-D Neal's funnel, ``v ~ N(0, 3²)``, ``x_1..9 | v ~ N(0, e^v)``
   (standard deviation ``e^(v/2)``); known: mean of v 0, std of v 3.
 - ``mixture``: the 10-D 4-mode mixture of ``benchmarks/flow_mcmc.py`` and
-  ``python -m ebmppl.demo`` (unit Gaussians at ``(±6, ±6, 0, ...)``, weights
+  ``python -m ebmppl.app.demo`` (unit Gaussians at ``(±6, ±6, 0, ...)``, weights
   0.4/0.3/0.2/0.1); known: the mode weights.
 - ``banana``: 2-D twisted Gaussian, ``x1 ~ N(0, σ1²)``, ``x2 = y + b (x1² - σ1²)``,
   ``y ~ N(0, 1)``, with ``σ1 = 2``, ``b = 0.5``; known: mean of x2 0,

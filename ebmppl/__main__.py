@@ -1,6 +1,6 @@
-"""``python -m ebmppl``: the command line (see :mod:`ebmppl.cli`)."""
+"""``python -m ebmppl``: the command line (see :mod:`ebmppl.app.cli`)."""
 
-from ebmppl.cli import main_exit
+from ebmppl.app.cli import main_exit
 
 if __name__ == "__main__":
     main_exit()

@@ -70,3 +70,65 @@ def test_mode_weights_of_exact_draws_and_bad_mixtures():
     assert np.any(np.abs(mode_weight_zscores(target.assign(x), [0.25] * 4)) > 4)
     with pytest.raises(ValueError, match="weights summing to one"):
         GaussianMixture(np.zeros((2, 1)), np.ones(2), np.array([0.5, 0.6]))
+
+
+def _module_surface(path):
+    """``(__all__ or None, the public names a module defines at top level)``."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    declared, defined = None, set()
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        names = [t.id for t in targets if isinstance(t, ast.Name)]
+        if "__all__" in names:
+            declared = set(ast.literal_eval(node.value))
+        defined.update(names)
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            defined.add(node.name)
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and path.name == "__init__.py":
+            defined.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+        if isinstance(node, ast.FunctionDef) and node.name == "__getattr__" and path.name == "__init__.py":
+            defined.update(c.value for c in ast.walk(node) if isinstance(c, ast.Constant) and isinstance(c.value, str)
+                           and c.value.isidentifier())
+    return declared, {name for name in defined if not name.startswith("_") or name.startswith("__")} - {"__all__"}
+
+
+def test_every_module_lists_exactly_what_it_offers(tmp_path):
+    """``__all__`` in every module of the package: each listed name is defined there, and every public
+    top-level name of a module (not a package's re-exports) is listed. Control: a module with an extra
+    public function is seen to have one."""
+    problems = []
+    for path in sorted((ROOT / "ebmppl").rglob("*.py")):
+        if path.name == "__main__.py":
+            continue
+        declared, public = _module_surface(path)
+        if declared is None:
+            problems.append(f"{path}: no __all__")
+            continue
+        if declared - public:
+            problems.append(f"{path}: __all__ names undefined {sorted(declared - public)}")
+        if path.name != "__init__.py" and public - declared:
+            problems.append(f"{path}: public but not in __all__ {sorted(public - declared)}")
+    assert not problems, "\n".join(problems)
+    control = tmp_path / "control.py"
+    control.write_text('__all__ = ["listed"]\n\ndef listed(): ...\n\ndef extra(): ...\n')
+    declared, public = _module_surface(control)
+    assert public - declared == {"extra"}
+
+
+def test_no_private_name_crosses_a_module_boundary():
+    """No ``from ebmppl... import _name`` anywhere: library, tests, benchmarks (dunders such as
+    ``__version__`` are public)."""
+    import re
+
+    pattern = re.compile(r"^\s*(?:>>> )?from ebmppl[\w.]* import \(?([^)\n]*)")
+    offenders = []
+    for folder in ("ebmppl", "tests", "benchmarks"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for line_no, line in enumerate(path.read_text().splitlines(), 1):
+                match = pattern.search(line)
+                names = [n.strip().split(" as ")[0] for n in match.group(1).split(",")] if match else []
+                if any(n.startswith("_") and not n.startswith("__") for n in names):
+                    offenders.append(f"{path}:{line_no}: {line.strip()}")
+    assert not offenders, "\n".join(offenders)

@@ -1,4 +1,7 @@
-"""Exact identities of the flows used as proposals (checked in float64)."""
+"""Exact identities of the flows used as proposals (checked in float64), and the package's imports."""
+
+import subprocess
+import sys
 
 import equinox as eqx
 import jax
@@ -12,6 +15,7 @@ from ebmppl.numpyro.flows import (
     check_flow,
     default_flow,
     fit_whitening,
+    identity_whitening,
     partition_flow,
     proposal_log_prob,
     proposal_sample_and_log_prob,
@@ -90,3 +94,19 @@ def test_flow_without_inverse_is_refused():
 def test_flow_of_wrong_shape_is_refused():
     with pytest.raises(ValueError, match=r"shape \(3,\)"):
         check_flow(default_flow(jax.random.key(0), 2), 3)
+
+
+def test_identity_whitening_takes_a_dtype():
+    whitening = identity_whitening(2)  # float32 by default, float64 enabled or not
+    assert all(part.dtype == jnp.float32 for part in whitening)
+    assert identity_whitening(2, jnp.float64).log_det.dtype == jnp.float64
+
+
+@pytest.mark.parametrize("first, second", [
+    ("ebmppl.numpyro.moves", "ebmppl.numpyro.flows"),
+    ("ebmppl.numpyro.flows", "ebmppl.numpyro.moves"),
+    ("ebmppl.numpyro", "ebmppl.numpyro.flows"),
+])
+def test_flows_and_moves_import_in_either_order(first, second):
+    # flows.fit uses moves.transport (on the Pyro side also the reverse): no order may meet a half-imported module
+    subprocess.run([sys.executable, "-c", f"import {first}, {second}"], check=True, capture_output=True)

@@ -1,4 +1,4 @@
-"""A trained run as a prior (NumPyro): load_potential is normalised, and FlowMCMC samples a posterior under it."""
+"""A trained run as a prior (NumPyro): load_potential is normalised, keeps its flow, and FlowMCMC samples under it."""
 
 import os
 import subprocess
@@ -13,8 +13,9 @@ import numpyro.distributions as dist
 import pytest
 from numpyro.infer import MCMC
 
+from ebmppl.app.config import RunError
+from ebmppl.app.numpyro_run import TrainedPotential
 from ebmppl.numpyro import FlowMCMC, load_potential
-from ebmppl.runs import RunError
 
 Y, SIGMA = np.array([1.2, 0.1]), 0.7  # one noisy observation y ~ N(x, σ² I)
 
@@ -67,6 +68,20 @@ def test_loaded_potential_is_normalised_and_samples_its_posterior(run):
     # a control: the prior's mean, which a sampler ignoring the observation would find, is far outside
     prior_mean, _ = grid_moments(log_prior)
     assert np.any(np.abs(draws.mean(0) - prior_mean) > 10 * mcse), (draws.mean(0), prior_mean, mcse)
+
+
+def test_loaded_potential_declares_its_flow_which_survives_tree_maps_and_jit(run):
+    potential = load_potential(run)
+    assert isinstance(potential, TrainedPotential)
+    x = jnp.asarray(GRID[::20_000], jnp.float32)
+    expected = np.asarray(potential.flow.log_prob(x))
+    copy = jax.tree.map(lambda leaf: leaf, potential)  # a monkeypatched attribute would be dropped here
+    assert isinstance(copy, TrainedPotential)
+    np.testing.assert_array_equal(copy.flow.log_prob(x), expected)
+    jitted = jax.jit(lambda p, y: p.flow.log_prob(y))(potential, x)
+    np.testing.assert_allclose(jitted, expected, rtol=1e-5, atol=1e-5)
+    zeroed = jax.tree.map(jnp.zeros_like, potential)  # the flow's arrays are the potential's leaves
+    assert not np.allclose(zeroed.flow.log_prob(x), expected)
 
 
 def test_load_potential_refuses_a_pyro_run_and_a_missing_one(tmp_path, run):

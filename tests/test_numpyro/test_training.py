@@ -12,7 +12,7 @@ from numpyro.contrib.module import eqx_module
 
 from ebmppl.datasets import two_modes
 from ebmppl.diagnostics import grid_mode_weights
-from ebmppl.numpyro import EBMTrainer, Potential, load_checkpoint, save_checkpoint
+from ebmppl.numpyro import EBMTrainer, Potential
 
 TARGET = two_modes()  # 1/3 N(-1.5·1, 0.05 I) + 2/3 N(1.5·1, 0.1 I)
 DATA = jnp.asarray(TARGET.sample(20_000, np.random.default_rng(0)), jnp.float32)
@@ -62,7 +62,7 @@ def test_flow_training_keeps_the_heavy_mode_weight(method, should_pass):
 def test_neutra_training_fits_the_backbone_then_the_energy():
     # NT-EBM: the flow is fitted to the data first and frozen; the model is exp(-E) q.
     trainer = make_trainer("neutra", flow_fit_steps=600, num_local_steps=16)
-    assert (trainer.num_local_steps, trainer.target_accept_prob) == (16, 0.75)
+    assert (trainer.options.num_local_steps, trainer.options.target_accept_prob) == (16, 0.75)
     state = trainer.init(jax.random.key(0), DATA)
     fitted = trainer.flow(state).sample(jax.random.key(1), (20_000,))
     assert abs(float(np.mean(TARGET.assign(np.asarray(fitted)) == 1)) - 2 / 3) < 0.05
@@ -76,7 +76,7 @@ def test_neutra_training_fits_the_backbone_then_the_energy():
     assert np.isfinite(result.history["loss"]).all()
     assert 0.6 < result.history["local_accept_prob"][-50:].mean() < 0.9  # adapted toward 0.75
     assert abs(ebm_weights(trainer, result.params)[1] - 2 / 3) < 0.05
-    assert EBMTrainer(make_model(), optim=optax.adam(1e-3), method="neutra").num_local_steps == 128
+    assert EBMTrainer(make_model(), optim=optax.adam(1e-3), method="neutra").options.num_local_steps == 128
 
 
 def test_moving_average_of_the_parameters():
@@ -103,8 +103,7 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, method):
     straight = trainer.run(jax.random.key(1), 30, DATA, progress_bar=False).state
     first = trainer.run(jax.random.key(1), 15, DATA, progress_bar=False, checkpoint=tmp_path / "ckpt.npz")
     fresh = make_trainer(method, ema_decay=0.9, **options)  # a new process would build a new trainer
-    like = fresh.init(jax.random.key(99), DATA)
-    resumed_state = load_checkpoint(tmp_path / "ckpt.npz", like)
+    resumed_state = fresh.load(tmp_path / "ckpt.npz", DATA)
     assert int(resumed_state.step) == 15
     resumed = fresh.run(jax.random.key(99), 15, DATA, progress_bar=False, init_state=resumed_state).state
     for a, b in zip(jax.tree.leaves(straight), jax.tree.leaves(resumed)):
@@ -118,18 +117,18 @@ def test_bad_checkpoints_are_named(tmp_path):
     trainer = make_trainer("flow")
     state = trainer.init(jax.random.key(0), DATA)
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        load_checkpoint(tmp_path / "missing.npz", state)
-    save_checkpoint(tmp_path / "ok.npz", state)
+        trainer.load(tmp_path / "missing.npz", DATA)
+    trainer.save(tmp_path / "ok.npz", state)
     data = (tmp_path / "ok.npz").read_bytes()
     (tmp_path / "cut.npz").write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match="truncated or not an ebmppl checkpoint"):
-        load_checkpoint(tmp_path / "cut.npz", state)
+        trainer.load(tmp_path / "cut.npz", DATA)
     np.savez(tmp_path / "foreign.npz", x=np.zeros(3))
     with pytest.raises(ValueError, match="not an ebmppl NumPyro training checkpoint"):
-        load_checkpoint(tmp_path / "foreign.npz", state)
-    other = make_trainer("flow", optim=optax.sgd(1e-3)).init(jax.random.key(0), DATA)
+        trainer.load(tmp_path / "foreign.npz", DATA)
+    other = make_trainer("flow", optim=optax.sgd(1e-3))
     with pytest.raises(ValueError, match="another structure"):
-        load_checkpoint(tmp_path / "ok.npz", other)
+        other.load(tmp_path / "ok.npz", DATA)
     assert not list(tmp_path.glob(".*tmp*"))  # the atomic write left no temporary file
 
 

@@ -1,4 +1,7 @@
-"""Exact identities of the flows used as proposals (checked in float64)."""
+"""Exact identities of the flows used as proposals (checked in float64), and the package's imports."""
+
+import subprocess
+import sys
 
 import pyro.distributions as dist
 import pyro.distributions.transforms as T
@@ -11,6 +14,7 @@ from ebmppl.pyro.flows import (
     check_flow,
     default_flow,
     fit_whitening,
+    identity_whitening,
     proposal_log_prob,
     proposal_sample_and_log_prob,
 )
@@ -110,3 +114,19 @@ def test_pyro_spline_coupling_flow_is_accepted_and_its_cache_is_cleared():
 def test_flow_of_wrong_shape_is_refused():
     with pytest.raises(ValueError, match=r"event_shape \(3,\)"):
         check_flow(default_flow(2), 3)
+
+
+def test_identity_whitening_takes_a_dtype():
+    whitening = identity_whitening(2, torch.float32)
+    assert all(part.dtype == torch.float32 for part in whitening)
+    assert identity_whitening(2, torch.float64).log_det.dtype == torch.float64
+
+
+@pytest.mark.parametrize("first, second", [
+    ("ebmppl.pyro.moves", "ebmppl.pyro.flows"),
+    ("ebmppl.pyro.flows", "ebmppl.pyro.moves"),
+    ("ebmppl.pyro", "ebmppl.pyro.flows"),
+])
+def test_flows_and_moves_import_in_either_order(first, second):
+    # flows.fit uses moves.transport, which uses flows.protocol: no order may meet a half-imported module
+    subprocess.run([sys.executable, "-c", f"import {first}, {second}"], check=True, capture_output=True)

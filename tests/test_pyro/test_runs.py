@@ -1,5 +1,6 @@
-"""A trained run as a prior (Pyro): load_potential is normalised, and FlowMCMC samples a posterior under it."""
+"""A trained run as a prior (Pyro): load_potential is normalised, keeps its flow, and FlowMCMC samples under it."""
 
+import json
 import os
 import subprocess
 import sys
@@ -12,8 +13,10 @@ import pytest
 import torch
 from pyro.infer import MCMC
 
+from ebmppl.app.config import RunError
+from ebmppl.app.pyro_run import CHECKPOINT, TrainedPotential
 from ebmppl.pyro import FlowMCMC, load_potential
-from ebmppl.runs import RunError
+from ebmppl.pyro.flows import default_flow
 
 Y, SIGMA = np.array([1.2, 0.1]), 0.7  # one noisy observation y ~ N(x, σ² I)
 GX, GY = np.linspace(-12.0, 12.0, 601), np.linspace(-4.0, 4.0, 401)
@@ -66,6 +69,20 @@ def test_loaded_potential_is_normalised_and_samples_its_posterior(run):
     # a control: the prior's mean, which a sampler ignoring the observation would find, is far outside
     prior_mean, _ = grid_moments(log_prior)
     assert np.any(np.abs(draws.mean(0) - prior_mean) > 10 * mcse), (draws.mean(0), prior_mean, mcse)
+
+
+def test_loaded_potential_declares_the_trained_flow_and_keeps_it_when_expanded(run):
+    potential = load_potential(run)
+    assert isinstance(potential, TrainedPotential)
+    config = json.loads((run / "config.json").read_text())
+    trained = default_flow(2)  # the flow saved in the checkpoint, in standardised coordinates
+    trained.load_state_dict(torch.load(run / CHECKPOINT, weights_only=False)["state"]["flow_params"])
+    loc, scale = torch.tensor(config["loc"]), torch.tensor(config["scale"])
+    x = torch.tensor(GRID[::20_000], dtype=torch.float32)
+    with torch.no_grad():
+        expected = trained().log_prob((x - loc) / scale) - scale.log().sum()
+        for declared in (potential, potential.expand((3,))):  # Pyro expands a site's distribution under a plate
+            torch.testing.assert_close(declared.flow().log_prob(x), expected)
 
 
 def test_load_potential_refuses_a_numpyro_run_and_a_missing_one(tmp_path, run):

@@ -43,10 +43,11 @@ def make_trainer(method, model=None, seed=0, **kwargs):
     return EBMTrainer(make_model() if model is None else model, **{**settings, **kwargs})
 
 
-def ebm_weights(trainer):
+def ebm_weights(trainer, params):
+    potential = trainer.potential(params, DATA)
     with torch.no_grad():
         return grid_mode_weights(
-            lambda x: trainer.potential.log_prob(torch.tensor(x, dtype=torch.float32)).numpy(), TARGET.assign
+            lambda x: potential.log_prob(torch.tensor(x, dtype=torch.float32)).numpy(), TARGET.assign
         )
 
 
@@ -55,54 +56,53 @@ def test_flow_training_keeps_the_heavy_mode_weight(method, should_pass):
     # Same budget for both; persistent chains without the flow cannot cross between
     # the modes, and the energy drifts to compensate (the paper's failure of ULA-EBM).
     trainer = make_trainer(method)
-    for _ in range(1000):
-        trainer.step(DATA)
-    heavy = ebm_weights(trainer)[1]
+    result = trainer.run(1000, DATA, progress_bar=False)
+    heavy = ebm_weights(trainer, result.params)[1]
     assert (abs(heavy - 2 / 3) < 0.05) == should_pass, heavy
     for name in ("loss", "energy_data", "energy_negatives"):
-        assert np.isfinite(trainer.history[name]).all()
-    assert np.shape(trainer.history["mode_weights"]) == (1000, 2)
+        assert np.isfinite(result.history[name]).all()
+    assert np.shape(result.history["mode_weights"]) == (1000, 2)
     if method == "flow":
-        assert np.mean(trainer.history["global_accept_prob"][-100:]) > 0.5
+        assert np.mean(result.history["global_accept_prob"][-100:]) > 0.5
 
 
 def test_neutra_training_fits_the_backbone_then_the_energy():
     # NT-EBM: the flow is fitted to the data first and frozen; the model is exp(-E) q.
     trainer = make_trainer("neutra", flow_fit_steps=600, num_local_steps=16)
-    assert (trainer.num_local_steps, trainer.target_accept_prob) == (16, 0.75)
-    trainer.init(DATA)
+    assert (trainer.options.num_local_steps, trainer.options.target_accept_prob) == (16, 0.75)
+    state = trainer.init(DATA)
     with torch.no_grad():
-        fitted = trainer.flow().sample((20_000,))
+        fitted = trainer.flow(state)().sample((20_000,))
     assert abs(float(np.mean(TARGET.assign(fitted.numpy()) == 1)) - 2 / 3) < 0.05
     x = DATA[:100]
+    potential = trainer.potential(state.ebm_params, DATA)
     with torch.no_grad():
-        expected = -trainer.potential.energy(x) + trainer.flow().log_prob(x)
-        torch.testing.assert_close(trainer.potential.log_prob(x), expected, rtol=1e-6, atol=1e-6)
-    before = [p.clone() for p in trainer.flow.parameters()]
-    for _ in range(100):
-        trainer.step(DATA)
-    for a, b in zip(before, trainer.flow.parameters()):
+        expected = -potential.energy(x) + trainer.flow(state)().log_prob(x)
+        torch.testing.assert_close(potential.log_prob(x), expected, rtol=1e-6, atol=1e-6)
+    before = list(state.flow_params.values())
+    result = trainer.run(100, DATA, progress_bar=False, init_state=state)
+    for a, b in zip(before, result.state.flow_params.values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)  # the backbone stays frozen
-    assert np.isfinite(trainer.history["loss"]).all()
-    assert 0.6 < np.mean(trainer.history["local_accept_prob"][-50:]) < 0.9  # adapted toward 0.75
-    assert abs(ebm_weights(trainer)[1] - 2 / 3) < 0.05
-    assert EBMTrainer(make_model(), optim=pyro.optim.Adam({"lr": 1e-3}), method="neutra").num_local_steps == 128
+    assert np.isfinite(result.history["loss"]).all()
+    assert 0.6 < np.mean(result.history["local_accept_prob"][-50:]) < 0.9  # adapted toward 0.75
+    assert abs(ebm_weights(trainer, result.params)[1] - 2 / 3) < 0.05
+    assert EBMTrainer(make_model(), optim=pyro.optim.Adam({"lr": 1e-3}), method="neutra").options.num_local_steps == 128
 
 
 def test_moving_average_of_the_parameters():
     trainer = make_trainer("flow", ema_decay=0.5)
-    trainer.step(DATA)  # sets up; the average starts at the initial parameters
-    first_average = [p.clone() for p in trainer.ema_params]
+    state, _ = trainer.update(trainer.init(DATA), DATA)  # the average starts at the initial parameters
+    first_average = list(state.ema_params.values())
     iterates = []
     for _ in range(2):
-        trainer.step(DATA)
-        iterates.append([p.detach().clone() for p in trainer.params])
-    with trainer.averaged_params():
-        averaged = [p.detach().clone() for p in trainer.params]
+        state, _ = trainer.update(state, DATA)
+        iterates.append(list(state.ebm_params.values()))
+    with trainer.averaged_params():  # the model's own parameters, in Pyro's param store
+        averaged = [pyro.param(name).detach().clone() for name in state.ebm_params]
     for a1, p2, p3, average in zip(first_average, *iterates, averaged):
         torch.testing.assert_close(average, 0.25 * a1 + 0.25 * p2 + 0.5 * p3, rtol=1e-5, atol=1e-7)
-    for current, after in zip(iterates[-1], trainer.params):  # the iterate is back after the block
-        torch.testing.assert_close(after, current, rtol=0, atol=0)
+    for current, name in zip(iterates[-1], state.ebm_params):  # the iterate is back after the block
+        torch.testing.assert_close(pyro.param(name).detach(), current, rtol=0, atol=0)
     assert not torch.allclose(averaged[-2], iterates[-1][-2])
     with pytest.raises(ValueError, match="ema_decay"):
         make_trainer("flow", ema_decay=1.0)
@@ -111,32 +111,28 @@ def test_moving_average_of_the_parameters():
 @pytest.mark.parametrize("method", ["flow", "neutra"])
 def test_resumed_run_equals_uninterrupted_run(tmp_path, method):
     options = dict(flow_fit_steps=100, num_local_steps=8) if method == "neutra" else {}
-    straight = make_trainer(method, ema_decay=0.9, **options)
-    for _ in range(30):
-        straight.step(DATA)
-    first = make_trainer(method, ema_decay=0.9, **options)
-    for _ in range(15):
-        first.step(DATA)
-    first.save(tmp_path / "ckpt.pt")
-    resumed = make_trainer(method, seed=99, ema_decay=0.9, **options)  # a new process would build a new trainer
-    resumed.load(tmp_path / "ckpt.pt", DATA)
-    assert resumed.num_steps == 15
-    for _ in range(15):
-        resumed.step(DATA)
-    for a, b in zip(straight.params + straight.ema_params, resumed.params + resumed.ema_params):
+    straight = make_trainer(method, ema_decay=0.9, **options).run(30, DATA, progress_bar=False)
+    make_trainer(method, ema_decay=0.9, **options).run(15, DATA, progress_bar=False, checkpoint=tmp_path / "ckpt.pt")
+    fresh = make_trainer(method, seed=99, ema_decay=0.9, **options)  # a new process would build a new trainer
+    state = fresh.load(tmp_path / "ckpt.pt", DATA)
+    assert state.step == 15
+    resumed = fresh.run(15, DATA, progress_bar=False, init_state=state)
+    a_state, b_state = straight.state, resumed.state
+    for a, b in zip([*a_state.ebm_params.values(), *a_state.ema_params.values()],
+                    [*b_state.ebm_params.values(), *b_state.ema_params.values()]):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
-    for a, b in zip(straight.flow.parameters(), resumed.flow.parameters()):
+    for a, b in zip(a_state.flow_params.values(), b_state.flow_params.values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
-    torch.testing.assert_close(straight.pool, resumed.pool, rtol=0, atol=0)
-    assert straight.history["loss"] == resumed.history["loss"]
+    torch.testing.assert_close(a_state.pool, b_state.pool, rtol=0, atol=0)
+    assert straight.history["loss"][15:].tolist() == resumed.history["loss"].tolist()
 
 
 def test_bad_checkpoints_are_named(tmp_path):
     trainer = make_trainer("flow")
-    trainer.step(DATA)
+    state, _ = trainer.update(trainer.init(DATA), DATA)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         trainer.load(tmp_path / "missing.pt", DATA)
-    trainer.save(tmp_path / "ok.pt")
+    trainer.save(tmp_path / "ok.pt", state)
     data = (tmp_path / "ok.pt").read_bytes()
     (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match="truncated or not an ebmppl checkpoint"):

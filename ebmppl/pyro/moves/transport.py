@@ -21,6 +21,8 @@ from typing import Any, Callable, NamedTuple
 import torch
 from torch import nn
 
+from ebmppl.pyro.flows.protocol import base_maps
+
 __all__ = ["Transport", "latent_logdensity", "transport_maps"]
 
 
@@ -46,8 +48,6 @@ def transport_maps(transport: Transport) -> tuple[Callable, Callable]:
         >>> inverse(forward(torch.ones(1, 2))[0]).tolist()
         [[1.0, 1.0]]
     """
-    from ebmppl.pyro.flows import base_maps  # the flows import this module: resolved at call time
-
     base_forward, base_inverse = base_maps(transport.flow)
     w = transport.whitening
 
@@ -68,8 +68,6 @@ def latent_logdensity(logdensity: Callable, transport: Transport) -> Callable:
         logdensity: the target's differentiable log density ``(n, D) -> (n,)``.
         transport: the :class:`Transport`.
     """
-    from ebmppl.pyro.flows import base_maps  # the flows import this module: resolved at call time
-
     base_forward, _ = base_maps(transport.flow)
     w = transport.whitening
 

@@ -10,7 +10,7 @@ standard normal.
 
 Example:
     >>> import torch
-    >>> from ebmppl.pyro.coupling import SplineCouplingFlow
+    >>> from ebmppl.pyro.flows.coupling import SplineCouplingFlow
     >>> flow = SplineCouplingFlow(3)
     >>> x, log_q = flow().rsample_and_log_prob((5,))
     >>> torch.allclose(flow().log_prob(x), log_q, atol=1e-5)
@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution, Transform, constraints
 
-__all__ = ["SplineCouplingFlow"]
+__all__ = ["FlowDistribution", "SplineCouplingFlow"]
 
 _SOFTPLUS_ONE = math.log(math.e - 1.0)  # softplus(_SOFTPLUS_ONE) = 1
 _HALF_LOG_TWO_PI = 0.5 * math.log(2.0 * math.pi)
@@ -128,7 +128,7 @@ class _FlowTransform(Transform):
     codomain = constraints.real_vector
     bijective = True
 
-    def __init__(self, flow: "SplineCouplingFlow"):
+    def __init__(self, flow: nn.Module):
         super().__init__(cache_size=0)
         self.flow = flow
 
@@ -145,30 +145,49 @@ class _FlowTransform(Transform):
         return self.flow.to_base(x)
 
 
-class _FlowDistribution(Distribution):
-    """The flow's density: a standard normal pushed through the inverse of ``to_base``."""
+class FlowDistribution(Distribution):
+    """The distribution of a flow module with ``to_base`` and ``from_base``: a standard normal pushed forward.
+
+    What calling :class:`SplineCouplingFlow` or
+    :class:`~ebmppl.pyro.flows.autoregressive.AffineAutoregressiveFlow`
+    returns. The flow's ``to_base(x)`` gives ``(z, log|det dz/dx|)``, its
+    ``from_base(z)`` gives ``(x, log|det dz/dx| at x)``, and a buffer
+    ``reference`` carries its dtype and device.
+
+    Args:
+        flow: the flow module.
+
+    Example:
+        >>> import torch
+        >>> flow = SplineCouplingFlow(2)
+        >>> distribution = FlowDistribution(flow)  # what flow() returns
+        >>> x = torch.zeros(2)
+        >>> torch.allclose(distribution.log_prob(x), distribution.base_log_prob(x))  # a fresh flow: the identity
+        True
+    """
 
     arg_constraints: dict = {}
     support = constraints.real_vector
     has_rsample = True
 
-    def __init__(self, flow: "SplineCouplingFlow"):
+    def __init__(self, flow: nn.Module):
         self.flow = flow
         self.transform = _FlowTransform(flow)
         super().__init__(torch.Size(), torch.Size([flow.dim]), validate_args=False)
 
-    def _base_log_prob(self, z):
+    def base_log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """The standard normal log density of base points ``z`` (shape ``(…, D)``)."""
         return -0.5 * (z * z).sum(-1) - self.flow.dim * _HALF_LOG_TWO_PI
 
     def log_prob(self, x):
         z, log_det = self.flow.to_base(x)
-        return self._base_log_prob(z) + log_det
+        return self.base_log_prob(z) + log_det
 
     def rsample_and_log_prob(self, sample_shape=torch.Size()):
         reference = self.flow.reference
         z = torch.randn(tuple(sample_shape) + (self.flow.dim,), dtype=reference.dtype, device=reference.device)
         x, log_det = self.flow.from_base(z)
-        return x, self._base_log_prob(z) + log_det
+        return x, self.base_log_prob(z) + log_det
 
     def rsample(self, sample_shape=torch.Size()):
         return self.rsample_and_log_prob(sample_shape)[0]
@@ -229,5 +248,5 @@ class SplineCouplingFlow(nn.Module):
             log_det = log_det + ladj
         return z, log_det
 
-    def forward(self) -> Distribution:
-        return _FlowDistribution(self)
+    def forward(self) -> FlowDistribution:
+        return FlowDistribution(self)

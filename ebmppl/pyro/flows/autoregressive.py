@@ -11,11 +11,11 @@ identity map. It mirrors :func:`ebmppl.numpyro.flows.neutra_flow`.
 
 Example:
     >>> import torch
-    >>> from ebmppl.pyro.autoregressive import AffineAutoregressiveFlow
-    >>> flow = AffineAutoregressiveFlow(3)
-    >>> x, log_q = flow().rsample_and_log_prob((5,))
-    >>> torch.allclose(flow().log_prob(x), log_q, atol=1e-5)
-    True
+    >>> from ebmppl.pyro.flows.autoregressive import AffineAutoregressiveFlow
+    >>> z = torch.randn(5, 3)
+    >>> x, log_det = AffineAutoregressiveFlow(3).from_base(z)  # one pass per layer
+    >>> torch.equal(x, z), torch.equal(log_det, torch.zeros(5))  # a fresh flow is the identity map
+    (True, True)
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ebmppl.pyro.coupling import _FlowDistribution
+from ebmppl.pyro.flows.coupling import FlowDistribution
 
 __all__ = ["AffineAutoregressiveFlow", "LOG_SCALE_LIMIT"]
 
@@ -117,5 +117,5 @@ class AffineAutoregressiveFlow(nn.Module):
             log_det = log_det + ladj
         return x, log_det
 
-    def forward(self) -> _FlowDistribution:
-        return _FlowDistribution(self)
+    def forward(self) -> FlowDistribution:
+        return FlowDistribution(self)
