@@ -38,6 +38,7 @@ from ebmppl.app.config import BASE_SCALE, RunError, read_trained_run
 from ebmppl.app.data import RunData, load_run_data
 from ebmppl.app.loop import load_history, save_history, training_loop
 from ebmppl.app.report import RunResult, SampleResult, mode_weights_by_importance
+from ebmppl.numpyro.flows import join_flow_leaves, split_flow_leaves
 from ebmppl.numpyro.partition import log_partition
 from ebmppl.numpyro.potential import Potential
 from ebmppl.numpyro.training import EBMTrainer
@@ -81,20 +82,17 @@ class TrainedPotential(Potential):
     """
 
     pytree_data_fields = ("_flow_arrays",)
-    pytree_aux_fields = ("_flow_static",)
+    pytree_aux_fields = ("_flow_rest",)
 
     def __init__(self, energy: Callable, *, event_shape: tuple[int, ...], flow, base=None, support=None,
                  validate_args: bool | None = None):
-        leaves, treedef = jax.tree.flatten(flow)
-        self._flow_arrays = [leaf if eqx.is_array(leaf) else None for leaf in leaves]
-        self._flow_static = (treedef, tuple(None if eqx.is_array(leaf) else leaf for leaf in leaves))
+        self._flow_arrays, self._flow_rest = split_flow_leaves(flow)
         super().__init__(energy, event_shape=event_shape, base=base, support=support, validate_args=validate_args)
 
     @property
     def flow(self):
         """The trained flow, rebuilt from the potential's pytree fields."""
-        treedef, static = self._flow_static
-        return jax.tree.unflatten(treedef, [s if a is None else a for a, s in zip(self._flow_arrays, static)])
+        return join_flow_leaves(self._flow_arrays, self._flow_rest)
 
 
 def _network(config: dict, dim: int) -> eqx.nn.MLP:

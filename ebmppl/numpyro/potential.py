@@ -11,6 +11,7 @@ from typing import Callable
 import jax.numpy as jnp
 from numpyro.distributions import Distribution, constraints
 
+from ebmppl.numpyro.flows.protocol import join_flow_leaves, split_flow_leaves
 from ebmppl.numpyro.keys import typed_key
 
 __all__ = ["FlowBase", "Potential"]
@@ -20,8 +21,11 @@ class FlowBase(Distribution):
     """A flowjax flow seen as a NumPyro distribution: the backbone of a ``Potential``.
 
     ``Potential(energy, base=flow)`` wraps a flowjax distribution in this
-    class; ``flow`` keeps the flow itself, whose latent space
-    :class:`~ebmppl.numpyro.NeuTraHMC` samples in.
+    class; ``flow`` gives the flow itself, whose latent space
+    :class:`~ebmppl.numpyro.NeuTraHMC` samples in. The flow's arrays are the
+    pytree's data and the rest of it auxiliary
+    (:func:`~ebmppl.numpyro.flows.split_flow_leaves`), so a potential with a
+    flow base passes through ``jax.jit`` and ``jax.tree.map``.
 
     Args:
         flow: an unconditional flowjax distribution.
@@ -34,17 +38,27 @@ class FlowBase(Distribution):
         >>> potential = Potential(lambda x: jnp.sum(x**2, -1), event_shape=(2,), base=flow)
         >>> type(potential.base).__name__, potential.backbone is flow
         ('FlowBase', True)
+        >>> jax.jit(lambda p, x: p.log_prob(x))(potential, jnp.zeros(2)) == potential.log_prob(jnp.zeros(2))
+        Array(True, dtype=bool)
     """
 
     arg_constraints = {}
     support = constraints.real_vector
-    pytree_data_fields = ("flow",)
+    pytree_data_fields = ("_flow_arrays",)
+    pytree_aux_fields = ("_flow_rest",)
 
     def __init__(self, flow, *, validate_args: bool | None = None):
         if flow.cond_shape is not None:
             raise ValueError(f"a Potential's base flow must be unconditional, got cond_shape {flow.cond_shape}")
-        self.flow = flow
+        self._flow = flow  # the flow given; a copy made by a tree operation rebuilds its own
+        self._flow_arrays, self._flow_rest = split_flow_leaves(flow)
         super().__init__((), tuple(flow.shape), validate_args=validate_args)
+
+    @property
+    def flow(self):
+        """The flowjax flow: the one given, or after a tree operation the one its arrays make."""
+        given = self.__dict__.get("_flow")
+        return join_flow_leaves(self._flow_arrays, self._flow_rest) if given is None else given
 
     def log_prob(self, value):
         return self.flow.log_prob(value)

@@ -87,3 +87,23 @@ def test_flow_backbone_potential_is_sampled_by_flow_mcmc():
         mcse = float(az.mcse(x[..., i], method="mean"))
         z = (x[..., i].mean() - truth[i]) / np.hypot(mcse, truth_se[i])
         assert abs(z) < 3, (i, x[..., i].mean(), truth[i], mcse, truth_se[i])
+
+
+def test_flow_backbone_potential_passes_through_jit_and_tree_maps():
+    """The flow base's arrays are pytree leaves: jit takes the potential, a tree map reaches the flow."""
+    import equinox as eqx
+
+    from ebmppl.numpyro.flows import neutra_flow
+
+    flow = neutra_flow(jax.random.key(0), 2)
+    params, static = eqx.partition(flow, eqx.is_inexact_array)  # perturbed: not the identity it starts as
+    params = jax.tree.map(lambda leaf: leaf + 0.2 * jnp.ones_like(leaf), params)
+    flow = eqx.combine(params, static)
+    potential = Potential(lambda x: jnp.sum(x**2, -1), event_shape=(2,), base=flow)
+    x = jnp.array([[0.5, 0.0], [2.0, 1.0]])
+    expected = potential.log_prob(x)
+    np.testing.assert_allclose(jax.jit(lambda p, y: p.log_prob(y))(potential, x), expected, rtol=1e-6)
+    copy = jax.tree.map(lambda leaf: leaf, potential)
+    np.testing.assert_array_equal(copy.log_prob(x), expected)
+    zeroed = jax.tree.map(jnp.zeros_like, potential)  # the flow's loc follows the map
+    assert not np.allclose(zeroed.log_prob(x), expected)

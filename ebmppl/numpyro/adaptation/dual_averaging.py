@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from numpyro.infer.hmc_util import dual_averaging
 
-__all__ = ["current", "final", "init", "update"]
+__all__ = ["current", "final", "init", "next_step_size", "update"]
 
 _init, _update = dual_averaging()
 
@@ -44,3 +44,8 @@ def current(state: tuple) -> jax.Array:
 def final(state: tuple) -> jax.Array:
     """The averaged step size, for after warm-up."""
     return jnp.exp(state[1])
+
+
+def next_step_size(state: tuple, it, num_warmup: int) -> jax.Array:
+    """The step size after warm-up iteration ``it``: :func:`current`, or :func:`final` after the last."""
+    return jnp.where(it == num_warmup - 1, final(state), current(state))

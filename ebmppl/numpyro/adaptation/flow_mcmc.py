@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from ebmppl.numpyro.adaptation import dual_averaging, window
-from ebmppl.numpyro.flows import Whitening, fit_flow, fit_whitening
+from ebmppl.numpyro.flows import Whitening, fit_flow, fit_whitening, restart_candidates
 from ebmppl.numpyro.kernels.core import CoreInfo, CoreState, FlowState, step_keys
 from ebmppl.schedule import WarmupSchedule
 
@@ -104,7 +104,7 @@ def update(key, adapt: AdaptState, state: CoreState, info: CoreInfo, flow_static
     """
     it = adapt.i
     da = dual_averaging.update(adapt.dual_averaging, info.local_accept_prob, settings.target_accept_prob)
-    step_size = jnp.where(it == settings.num_warmup - 1, dual_averaging.final(da), dual_averaging.current(da))
+    step_size = dual_averaging.next_step_size(da, it, settings.num_warmup)
     finite = jnp.all(jnp.isfinite(state.grad), -1)
     grad = jnp.where(finite[:, None], state.grad, 0.0)
     adapt = adapt._replace(
@@ -126,8 +126,7 @@ def _refit(key, state: CoreState, adapt: AdaptState, flow_static, schedule: Warm
     points = adapt.window.reshape(-1, state.position.shape[-1])
     whitening = fit_whitening(points)
     whitened = (points - whitening.loc) @ whitening.inverse.T
-    fresh = jax.tree.map(lambda leaf: leaf[adapt.num_fits], adapt.fresh_params)
-    candidates = jax.tree.map(lambda warm, new: jnp.concatenate([warm[None], new]), state.flow.params, fresh)
+    candidates = restart_candidates(state.flow.params, adapt.fresh_params, adapt.num_fits)
     params, losses = fit_flow(
         key, candidates, flow_static, whitened,
         num_steps=schedule.fit_steps, batch_size=schedule.batch_size, learning_rate=schedule.learning_rate,

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from ebmppl.numpyro.adaptation import dual_averaging, window
-from ebmppl.numpyro.flows import Whitening, fit_diagonal_whitening, fit_flow, fit_flow_reverse
+from ebmppl.numpyro.flows import Whitening, fit_diagonal_whitening, fit_flow, fit_flow_reverse, restart_candidates
 from ebmppl.numpyro.kernels.neutra_core import CoreInfo, CoreState, relocate, step_keys, value_and_grad
 from ebmppl.numpyro.moves import LocalState, Transport, transport_maps
 from ebmppl.schedule import WarmupSchedule
@@ -117,7 +117,7 @@ def update(key, adapt: AdaptState, state: CoreState, info: CoreInfo, logdensity:
     """
     it = adapt.i
     da = dual_averaging.update(adapt.dual_averaging, info.accept_prob, settings.target_accept_prob)
-    step_size = jnp.where(it == settings.num_warmup - 1, dual_averaging.final(da), dual_averaging.current(da))
+    step_size = dual_averaging.next_step_size(da, it, settings.num_warmup)
     adapt = adapt._replace(i=it + 1, dual_averaging=da, window=window.update(adapt.window, it, state.position))
     state = state._replace(step_size=step_size.astype(state.step_size.dtype))
     if not settings.schedule.fit_iterations:
@@ -206,8 +206,7 @@ def _fit(key, state: CoreState, adapt: AdaptState, logdensity, flow_static,
          settings: Settings) -> tuple[Transport, jax.Array]:
     schedule = settings.schedule
     whitening = window_whitening(adapt.window, adapt.i - 1)
-    fresh = jax.tree.map(lambda leaf: leaf[adapt.num_fits], adapt.fresh_params)
-    candidates = jax.tree.map(lambda warm, new: jnp.concatenate([warm[None], new]), state.transport.params, fresh)
+    candidates = restart_candidates(state.transport.params, adapt.fresh_params, adapt.num_fits)
     budget = dict(num_steps=schedule.fit_steps, batch_size=schedule.batch_size, learning_rate=schedule.learning_rate)
     if settings.fit == "forward":
         points = adapt.window.reshape(-1, adapt.window.shape[-1])

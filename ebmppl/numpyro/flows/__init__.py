@@ -17,8 +17,14 @@ Example:
 
 from ebmppl.numpyro.flows.architectures import default_flow, neutra_flow
 from ebmppl.numpyro.flows.checks import check_flow
-from ebmppl.numpyro.flows.fit import fit_flow, fit_flow_reverse
-from ebmppl.numpyro.flows.protocol import partition_flow, proposal_log_prob, proposal_sample_and_log_prob
+from ebmppl.numpyro.flows.fit import fit_flow, fit_flow_reverse, restart_candidates
+from ebmppl.numpyro.flows.protocol import (
+    join_flow_leaves,
+    partition_flow,
+    proposal_log_prob,
+    proposal_sample_and_log_prob,
+    split_flow_leaves,
+)
 from ebmppl.numpyro.flows.whitening import Whitening, fit_diagonal_whitening, fit_whitening, identity_whitening
 
 __all__ = [
@@ -30,8 +36,11 @@ __all__ = [
     "fit_flow_reverse",
     "fit_whitening",
     "identity_whitening",
+    "join_flow_leaves",
     "neutra_flow",
     "partition_flow",
     "proposal_log_prob",
     "proposal_sample_and_log_prob",
+    "restart_candidates",
+    "split_flow_leaves",
 ]

@@ -21,10 +21,29 @@ from ebmppl.numpyro.flows.whitening import Whitening
 from ebmppl.numpyro.moves.transport import Transport, latent_logdensity
 from ebmppl.options import FitStopping
 
-__all__ = ["fit_flow", "fit_flow_reverse"]
+__all__ = ["fit_flow", "fit_flow_reverse", "restart_candidates"]
 
 _STOP = FitStopping()  # when a reverse-KL fit stops
 _MAX_GRAD_NORM = 10.0  # gradients are clipped to this global norm before Adam
+
+
+def restart_candidates(warm_params, fresh_params, num_fits):
+    """The candidates of a scheduled refit: the current parameters first, then fit ``num_fits``'s fresh restarts.
+
+    Args:
+        warm_params: the flow's current trainable parameters (one flow).
+        fresh_params: the restarts' initial parameters, ``(fits, restarts, ...)`` per leaf.
+        num_fits: the fits done so far (a traced integer).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> warm = {"w": jnp.zeros(3)}
+        >>> fresh = {"w": jnp.ones((2, 4, 3))}  # 2 fits of 4 restarts
+        >>> restart_candidates(warm, fresh, jnp.asarray(1))["w"].shape
+        (5, 3)
+    """
+    fresh = jax.tree.map(lambda leaf: leaf[num_fits], fresh_params)
+    return jax.tree.map(lambda warm, new: jnp.concatenate([warm[None], new]), warm_params, fresh)
 
 
 def _adam(learning_rate: float) -> optax.GradientTransformation:

@@ -23,7 +23,34 @@ from flowjax.distributions import AbstractDistribution
 
 from ebmppl.numpyro.flows.whitening import Whitening
 
-__all__ = ["partition_flow", "proposal_log_prob", "proposal_sample_and_log_prob"]
+__all__ = ["join_flow_leaves", "partition_flow", "proposal_log_prob", "proposal_sample_and_log_prob", "split_flow_leaves"]
+
+
+def split_flow_leaves(flow) -> tuple[list, tuple]:
+    """Split a flow into its arrays (a list, ``None`` elsewhere) and the hashable rest ``(treedef, others)``.
+
+    A distribution that carries a flow keeps the arrays as pytree data and
+    the rest (functions, sizes) as auxiliary data, so that the flow survives
+    ``jax.tree.map`` and ``jax.jit`` of a function taking it, and follows
+    what they do to its arrays. :func:`join_flow_leaves` undoes it.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from ebmppl.numpyro.flows import neutra_flow
+        >>> flow = neutra_flow(jax.random.key(0), 2)
+        >>> arrays, rest = split_flow_leaves(flow)
+        >>> join_flow_leaves(arrays, rest).log_prob(jnp.zeros(2)) == flow.log_prob(jnp.zeros(2))
+        Array(True, dtype=bool)
+    """
+    leaves, treedef = jax.tree.flatten(flow)
+    arrays = [leaf if eqx.is_array(leaf) else None for leaf in leaves]
+    return arrays, (treedef, tuple(None if eqx.is_array(leaf) else leaf for leaf in leaves))
+
+
+def join_flow_leaves(arrays: list, rest: tuple):
+    """The flow that :func:`split_flow_leaves` split into ``arrays`` and ``rest``."""
+    treedef, others = rest
+    return jax.tree.unflatten(treedef, [other if array is None else array for array, other in zip(arrays, others)])
 
 
 def partition_flow(flow: AbstractDistribution):

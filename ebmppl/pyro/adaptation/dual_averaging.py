@@ -23,7 +23,7 @@ import math
 import torch
 from pyro.ops.dual_averaging import DualAveraging
 
-__all__ = ["current", "final", "init", "update"]
+__all__ = ["current", "final", "init", "next_step_size", "update"]
 
 
 def init(step_size: float) -> DualAveraging:
@@ -46,3 +46,8 @@ def current(state: DualAveraging) -> float:
 def final(state: DualAveraging) -> float:
     """The averaged step size, for after warm-up."""
     return math.exp(state.get_state()[1])
+
+
+def next_step_size(state: DualAveraging, it: int, num_warmup: int) -> float:
+    """The step size after warm-up iteration ``it``: :func:`current`, or :func:`final` after the last."""
+    return final(state) if it == num_warmup - 1 else current(state)

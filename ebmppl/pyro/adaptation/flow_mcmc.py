@@ -27,7 +27,7 @@ import torch
 from pyro.ops.dual_averaging import DualAveraging
 
 from ebmppl.pyro.adaptation import dual_averaging, window
-from ebmppl.pyro.flows import Whitening, fit_flow, fit_whitening, fresh_copy, identity_whitening
+from ebmppl.pyro.flows import Whitening, fit_flow, fit_whitening, identity_whitening, restart_candidates
 from ebmppl.pyro.kernels.core import CoreInfo, CoreState, FlowState
 from ebmppl.schedule import WarmupSchedule
 
@@ -108,8 +108,7 @@ def update(adapt: AdaptState, state: CoreState, info: CoreInfo, num_local_steps:
     da, step_size = adapt.dual_averaging, state.step_size
     if num_local_steps:
         da = dual_averaging.update(da, info.local_accept_prob, settings.target_accept_prob)
-        last = it == settings.num_warmup - 1
-        step_size = step_size.new_tensor(dual_averaging.final(da) if last else dual_averaging.current(da))
+        step_size = step_size.new_tensor(dual_averaging.next_step_size(da, it, settings.num_warmup))
     finite = torch.isfinite(state.grad).all(-1)
     grad = torch.where(finite[:, None], state.grad, torch.zeros_like(state.grad))
     adapt = adapt._replace(
@@ -129,12 +128,7 @@ def _refit(state: CoreState, adapt: AdaptState, settings: Settings) -> tuple[Cor
     points = adapt.window.reshape(-1, state.position.shape[-1])
     whitening = fit_whitening(points)
     whitened = (points - whitening.loc) @ whitening.inverse.T
-    candidates = [fresh_copy(state.flow.flow)]
-    if settings.flow_factory is not None:
-        candidates += [
-            settings.flow_factory(points.shape[-1]).to(points.device, points.dtype)
-            for _ in range(schedule.fresh_restarts)
-        ]
+    candidates = restart_candidates(state.flow.flow, settings.flow_factory, schedule.fresh_restarts, points)
     flow, losses = fit_flow(
         candidates, whitened,
         num_steps=schedule.fit_steps, batch_size=schedule.batch_size, learning_rate=schedule.learning_rate,

@@ -26,10 +26,9 @@ from typing import Callable, NamedTuple
 
 import torch
 from pyro.ops.dual_averaging import DualAveraging
-from torch import nn
 
 from ebmppl.pyro.adaptation import dual_averaging, window
-from ebmppl.pyro.flows import Whitening, fit_diagonal_whitening, fit_flow, fit_flow_reverse, fresh_copy
+from ebmppl.pyro.flows import Whitening, fit_diagonal_whitening, fit_flow, fit_flow_reverse, restart_candidates
 from ebmppl.pyro.kernels.core import Target
 from ebmppl.pyro.kernels.neutra_core import CoreInfo, CoreState, relocate, value_and_grad
 from ebmppl.pyro.moves import LocalState, Transport, transport_maps
@@ -116,8 +115,7 @@ def update(adapt: AdaptState, state: CoreState, info: CoreInfo, target: Target,
     """
     it = adapt.i
     da = dual_averaging.update(adapt.dual_averaging, info.accept_prob, settings.target_accept_prob)
-    last = it == settings.num_warmup - 1
-    step_size = state.step_size.new_tensor(dual_averaging.final(da) if last else dual_averaging.current(da))
+    step_size = state.step_size.new_tensor(dual_averaging.next_step_size(da, it, settings.num_warmup))
     adapt = adapt._replace(i=it + 1, dual_averaging=da, window=window.update(adapt.window, it, state.position))
     state = state._replace(step_size=step_size)
     if it not in settings.schedule.fit_iterations:
@@ -199,17 +197,10 @@ def trajectory_length(positions: torch.Tensor, it: int, transport: Transport) ->
     return 0.5 * math.pi * min(max(widest, 0.5), 10.0)
 
 
-def _candidates(state: CoreState, settings: Settings, dim: int) -> list[nn.Module]:
-    candidates = [fresh_copy(state.transport.flow)]
-    if settings.flow_factory is not None:
-        candidates += [settings.flow_factory(dim) for _ in range(settings.schedule.fresh_restarts)]
-    return candidates
-
-
 def _fit(state: CoreState, adapt: AdaptState, target: Target, settings: Settings) -> tuple[Transport, torch.Tensor]:
     schedule = settings.schedule
     points = adapt.window.reshape(-1, adapt.window.shape[-1])
-    candidates = _candidates(state, settings, points.shape[-1])
+    candidates = restart_candidates(state.transport.flow, settings.flow_factory, schedule.fresh_restarts, points)
     whitening = window_whitening(adapt.window, adapt.i - 1)
     budget = dict(num_steps=schedule.fit_steps, batch_size=schedule.batch_size, learning_rate=schedule.learning_rate)
     if settings.fit == "forward":

@@ -21,7 +21,7 @@ Example:
 
 from ebmppl.pyro.flows.architectures import default_flow, neutra_flow
 from ebmppl.pyro.flows.checks import check_flow
-from ebmppl.pyro.flows.fit import fit_flow, fit_flow_reverse, fresh_copy
+from ebmppl.pyro.flows.fit import fit_flow, fit_flow_reverse, fresh_copy, restart_candidates
 from ebmppl.pyro.flows.protocol import (
     as_flow_module,
     base_log_prob,
@@ -47,4 +47,5 @@ __all__ = [
     "neutra_flow",
     "proposal_log_prob",
     "proposal_sample_and_log_prob",
+    "restart_candidates",
 ]

@@ -21,7 +21,7 @@ from ebmppl.pyro.flows.whitening import Whitening
 # a module import: moves.transport imports flows.protocol, so its names are looked up when a fit runs
 from ebmppl.pyro.moves import transport
 
-__all__ = ["fit_flow", "fit_flow_reverse", "fresh_copy"]
+__all__ = ["fit_flow", "fit_flow_reverse", "fresh_copy", "restart_candidates"]
 
 _STOP = FitStopping()  # when a reverse-KL fit stops
 _MAX_GRAD_NORM = 10.0  # gradients are clipped to this global norm before Adam
@@ -113,6 +113,28 @@ def fresh_copy(flow: nn.Module) -> nn.Module:
         True
     """
     return copy.deepcopy(flow).requires_grad_(True)
+
+
+def restart_candidates(flow: nn.Module, flow_factory: Callable[[int], nn.Module] | None, restarts: int,
+                       like: torch.Tensor) -> list[nn.Module]:
+    """The candidates of a scheduled refit: a trainable copy of ``flow`` first, then ``restarts`` fresh flows.
+
+    Args:
+        flow: the current flow (left as it is).
+        flow_factory: ``dim -> flow`` for the fresh restarts, or ``None`` (no restarts).
+        restarts: how many fresh flows.
+        like: points of the fit, ``(..., D)``: the fresh flows take their dimension, device and dtype.
+
+    Example:
+        >>> import torch
+        >>> from ebmppl.pyro.flows import default_flow
+        >>> len(restart_candidates(default_flow(2), default_flow, 3, torch.zeros(5, 2)))
+        4
+    """
+    candidates = [fresh_copy(flow)]
+    if flow_factory is not None:
+        candidates += [flow_factory(like.shape[-1]).to(like.device, like.dtype) for _ in range(restarts)]
+    return candidates
 
 
 def fit_flow_reverse(
