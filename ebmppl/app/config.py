@@ -127,6 +127,20 @@ def read_trained_run(run_dir: str | os.PathLike, backend: str) -> tuple[dict, fl
     Raises:
         RunError: no run in ``run_dir``, a run of the other backend, or an
             unfinished one.
+
+    Example:
+        >>> import json, tempfile
+        >>> from pathlib import Path
+        >>> run = Path(tempfile.mkdtemp())
+        >>> write_json(run / "config.json", {"format": RUN_FORMAT, "backend": "numpyro"})
+        >>> try:
+        ...     read_trained_run(run, "pyro")
+        ... except RunError as err:
+        ...     print(str(err).split(": ")[-1])
+        use ebmppl.numpyro.load_potential
+        >>> write_json(run / "metrics.json", {"log_z": 1.5})
+        >>> read_trained_run(run, "numpyro")[1]
+        1.5
     """
     run_dir = Path(run_dir)
     config = read_config(run_dir)

@@ -139,6 +139,14 @@ def load_history(path: Path, steps: int) -> dict[str, list]:
     Raises:
         OSError: no such file.
         ValueError: a truncated or foreign file.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "history.npz"
+        >>> save_history(path, {"loss": [1.0, 0.5, 0.25], "local_accept_prob": [0.7, 0.6, 0.65]})
+        >>> history = load_history(path, 3)  # a checkpoint of 3 steps
+        >>> sorted(history), len(history["loss"])
+        (['local_accept_prob', 'loss'], 3)
     """
     with np.load(path) as saved:
         return {name: list(saved[name][:steps]) for name in saved.files}

@@ -17,6 +17,17 @@ Example:
     >>> metrics = write_report(Path(tempfile.mkdtemp()), data, result, wall_seconds=1.0)
     >>> metrics["steps"], metrics["figures"]
     (10, ['samples.png', 'density.png', 'training.png', 'mode_weights.png'])
+
+    The parts of ``write_report``, one at a time:
+
+    >>> from ebmppl.app.report import plot_density, plot_mode_weights, plot_samples, plot_training, run_metrics
+    >>> run_metrics(data, result, wall_seconds=1.0)["true_mode_weights"]
+    [0.1, 0.2, 0.3, 0.4]
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> plot_samples(folder, data, data.train), plot_training(folder, history)
+    ('samples.png', 'training.png')
+    >>> plot_density(folder, data, None), plot_mode_weights(folder, data, history)  # no density given: no figure
+    (None, 'mode_weights.png')
 """
 
 from __future__ import annotations

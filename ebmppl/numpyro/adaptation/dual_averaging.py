@@ -11,6 +11,10 @@ Example:
     ...     state = dual_averaging.update(state, accept_prob=0.2, target=0.8)  # too large: shrink
     >>> float(dual_averaging.final(state)) < 0.1
     True
+    >>> bool(dual_averaging.next_step_size(state, 98, 100) == dual_averaging.current(state))  # not the last yet
+    True
+    >>> bool(dual_averaging.next_step_size(state, 99, 100) == dual_averaging.final(state))
+    True
 """
 
 from __future__ import annotations

@@ -15,6 +15,24 @@ Example:
     >>> adapt = flow_mcmc.init(jnp.zeros((8, 2)), None, WarmupSchedule.default(100), 0.1)
     >>> adapt.window.shape
     (20, 8, 2)
+
+    One warm-up iteration composed with the core, by hand (a schedule without fits):
+
+    >>> from ebmppl.numpyro.flows import default_flow, identity_whitening, partition_flow
+    >>> from ebmppl.numpyro.kernels import core
+    >>> logdensity = lambda x: -0.5 * jnp.sum(x**2, -1)
+    >>> target = core.Target(logdensity, jax.vmap(jax.value_and_grad(logdensity)))
+    >>> params, static = partition_flow(default_flow(jax.random.key(0), 2))
+    >>> flow = core.FlowState(params, identity_whitening(2), jnp.asarray(False), identity_whitening(2))
+    >>> state = core.init(jnp.ones((8, 2)), target, flow, 0.1)
+    >>> schedule = WarmupSchedule(fit_iterations=(), window=2)
+    >>> adapt = flow_mcmc.init(state.position, None, schedule, 0.1)
+    >>> config = core.Config(num_local_steps=3, num_leapfrog=1, num_particles=4)
+    >>> state, info = core.step(jax.random.key(1), state, target, static, config)
+    >>> settings = flow_mcmc.Settings(10, 0.65, schedule)
+    >>> state, adapt = flow_mcmc.update(jax.random.key(1), adapt, state, info, static, settings)
+    >>> int(adapt.i), int(adapt.score_count)  # one iteration, eight walkers' scores
+    (1, 8)
 """
 
 from __future__ import annotations

@@ -16,6 +16,36 @@ Example:
     >>> from ebmppl.numpyro.adaptation.neutra import stranded_threshold
     >>> round(stranded_threshold(10), 1)  # the 1 - 1e-6 quantile of chi-square with 10 degrees of freedom
     48.0
+
+    One warm-up iteration composed with the core, by hand (a schedule without fits):
+
+    >>> import jax, jax.numpy as jnp
+    >>> from ebmppl.numpyro.adaptation import neutra
+    >>> from ebmppl.numpyro.flows import identity_whitening, neutra_flow, partition_flow
+    >>> from ebmppl.numpyro.kernels import neutra_core
+    >>> from ebmppl.numpyro.moves import Transport
+    >>> from ebmppl.schedule import WarmupSchedule
+    >>> params, static = partition_flow(neutra_flow(jax.random.key(0), 2))
+    >>> logdensity = lambda x: -0.5 * jnp.sum(x**2)
+    >>> transport = Transport(params, identity_whitening(2))
+    >>> state = neutra_core.init(jnp.ones((4, 2)), logdensity, transport, static, 0.5, 1.5)
+    >>> schedule = WarmupSchedule(fit_iterations=(), window=2)
+    >>> settings = neutra.Settings(10, 0.8, schedule, "reverse", 64, True)
+    >>> adapt = neutra.init(state.position, None, schedule, 0.5)
+    >>> int(neutra.leapfrog_cap(adapt, settings))
+    64
+    >>> state, info = neutra_core.step(jax.random.key(1), state, logdensity, static, 64)
+    >>> state, adapt = neutra.update(jax.random.key(2), adapt, state, info, logdensity, static, settings)
+    >>> int(adapt.i), adapt.window.shape
+    (1, (2, 4, 2))
+    >>> w = neutra.window_whitening(adapt.window, 0)  # median and MAD scale of the window's later half
+    >>> w.loc.shape, bool(jnp.all(jnp.diag(w.matrix) > 0))
+    ((2,), True)
+    >>> float(neutra.trajectory_length(adapt.window, 0, transport, static)) > 0
+    True
+    >>> far = neutra_core.relocate(state, jnp.full((4, 2), 40.0), logdensity, static)  # |z|² = 3200
+    >>> float(jnp.abs(neutra.redraw_stranded(jax.random.key(3), far, logdensity, static).position).max()) < 10
+    True
 """
 
 from __future__ import annotations

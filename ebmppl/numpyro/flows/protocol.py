@@ -48,7 +48,15 @@ def split_flow_leaves(flow) -> tuple[list, tuple]:
 
 
 def join_flow_leaves(arrays: list, rest: tuple):
-    """The flow that :func:`split_flow_leaves` split into ``arrays`` and ``rest``."""
+    """The flow that :func:`split_flow_leaves` split into ``arrays`` and ``rest``.
+
+    Example:
+        >>> import jax
+        >>> from ebmppl.numpyro.flows import default_flow
+        >>> arrays, rest = split_flow_leaves(default_flow(jax.random.key(0), 2))
+        >>> join_flow_leaves([None if a is None else 2 * a for a in arrays], rest).shape  # arrays changed, rest kept
+        (2,)
+    """
     treedef, others = rest
     return jax.tree.unflatten(treedef, [other if array is None else array for array, other in zip(arrays, others)])
 

@@ -20,6 +20,8 @@ Example:
     >>> state, info = core.step(jax.random.key(1), state, target, static, config)
     >>> info.accept_prob.shape, state.step_size.shape
     ((8,), ())
+    >>> len(core.step_keys(jax.random.key(2)))  # global move, local moves, warm-up
+    3
 """
 
 from __future__ import annotations

@@ -21,6 +21,12 @@ Example:
     >>> state, info = neutra_core.step(jax.random.key(1), state, logdensity, static, 16)
     >>> int(info.num_steps)  # ceil(jittered length / step size)
     4
+    >>> moved = neutra_core.relocate(state, jnp.ones((4, 2)), logdensity, static)  # same transport, new place
+    >>> moved.position.tolist()[0], float(moved.logdensity[0])
+    ([1.0, 1.0], -1.0)
+    >>> (value, aux), grad = neutra_core.value_and_grad(logdensity, transport, static)(moved.walkers.position)
+    >>> grad.shape, len(neutra_core.step_keys(jax.random.key(2)))
+    ((4, 2), 3)
 """
 
 from __future__ import annotations

@@ -16,6 +16,22 @@ Example:
     >>> adapt = flow_mcmc.init(torch.zeros(8, 2), WarmupSchedule.default(100), 0.1, restarts=1)
     >>> tuple(adapt.window.shape)
     (20, 8, 2)
+
+    One warm-up iteration composed with the core, by hand (a schedule without fits):
+
+    >>> from ebmppl.pyro.flows import default_flow, identity_whitening
+    >>> from ebmppl.pyro.kernels import core
+    >>> from ebmppl.pyro.moves import with_grad
+    >>> logdensity = lambda x: -0.5 * (x**2).sum(-1)
+    >>> target = core.Target(logdensity, with_grad(logdensity))
+    >>> flow = core.FlowState(default_flow(2), identity_whitening(2), False, identity_whitening(2))
+    >>> state = core.init(torch.ones(8, 2), target, flow, 0.1)
+    >>> schedule = WarmupSchedule(fit_iterations=(), window=2)
+    >>> adapt = flow_mcmc.init(state.position, schedule, 0.1, restarts=0)
+    >>> state, info = core.step(state, target, core.Config(num_local_steps=3, num_leapfrog=1, num_particles=4))
+    >>> state, adapt = flow_mcmc.update(adapt, state, info, 3, flow_mcmc.Settings(10, 0.65, schedule, None))
+    >>> adapt.i, adapt.score_count  # one iteration, eight walkers' scores
+    (1, 8)
 """
 
 from __future__ import annotations

@@ -17,6 +17,37 @@ Example:
     >>> from ebmppl.pyro.adaptation.neutra import stranded_threshold
     >>> round(stranded_threshold(10), 1)  # the 1 - 1e-6 quantile of chi-square with 10 degrees of freedom
     48.0
+
+    One warm-up iteration composed with the core, by hand (a schedule without fits):
+
+    >>> import torch
+    >>> from ebmppl.pyro.adaptation import neutra
+    >>> from ebmppl.pyro.flows import identity_whitening, neutra_flow
+    >>> from ebmppl.pyro.kernels import neutra_core
+    >>> from ebmppl.pyro.kernels.core import Target
+    >>> from ebmppl.pyro.moves import Transport, with_grad
+    >>> from ebmppl.schedule import WarmupSchedule
+    >>> logdensity = lambda x: -0.5 * (x**2).sum(-1)
+    >>> target = Target(logdensity, with_grad(logdensity), logdensity)
+    >>> transport = Transport(neutra_flow(2), identity_whitening(2))
+    >>> state = neutra_core.init(torch.ones(4, 2), target, transport, 0.5, 1.5)
+    >>> schedule = WarmupSchedule(fit_iterations=(), window=2)
+    >>> settings = neutra.Settings(10, 0.8, schedule, "reverse", 64, True, None)
+    >>> adapt = neutra.init(state.position, schedule, 0.5, restarts=0)
+    >>> neutra.leapfrog_cap(adapt, settings)
+    64
+    >>> state, info = neutra_core.step(state, target, 64)
+    >>> state, adapt = neutra.update(adapt, state, info, target, settings)
+    >>> adapt.i, tuple(adapt.window.shape)
+    (1, (2, 4, 2))
+    >>> w = neutra.window_whitening(adapt.window, 0)  # median and MAD scale of the window's later half
+    >>> tuple(w.loc.shape), bool((torch.diag(w.matrix) > 0).all())
+    ((2,), True)
+    >>> neutra.trajectory_length(adapt.window, 0, transport) > 0
+    True
+    >>> far = neutra_core.relocate(state, torch.full((4, 2), 40.0), target)  # |z|² = 3200
+    >>> float(neutra.redraw_stranded(far, target).position.abs().max()) < 10
+    True
 """
 
 from __future__ import annotations

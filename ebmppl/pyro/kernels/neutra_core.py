@@ -23,6 +23,12 @@ Example:
     >>> state, info = neutra_core.step(state, target, 16)
     >>> 2 <= info.num_steps <= 5  # ceil(jittered length / step size)
     True
+    >>> moved = neutra_core.relocate(state, torch.ones(4, 2), target)  # same transport, new place
+    >>> moved.position[0].tolist(), float(moved.logdensity[0])
+    ([1.0, 1.0], -1.0)
+    >>> (value, aux), grad = neutra_core.value_and_grad(target, transport)(moved.walkers.position)
+    >>> tuple(grad.shape)
+    (4, 2)
 """
 
 from __future__ import annotations
