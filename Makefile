@@ -26,16 +26,11 @@ demo: $(STAMP)
 demo-sampler: $(STAMP)
 	$(PY) -m ebmppl.app.demo --out runs/sampler-demo
 
-# A test whose worker process dies (jaxlib's XLA CPU compiler has aborted a worker now and
-# then, in a test that passes when run again) runs once more in a fresh
-# worker; a failed assertion never does: --only-rerun matches no assertion's message.
-RERUN_CRASHED := --reruns 1 --only-rerun "worker crashed"
-
 test: $(STAMP)
-	$(PY) -m pytest -n 2 -q $(RERUN_CRASHED)
+	$(PY) -m pytest -n 2 -q
 
 test-slow: $(STAMP)
-	$(PY) -m pytest -n 2 -q -m slow $(RERUN_CRASHED)
+	$(PY) -m pytest -n 2 -q -m slow
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[bench]"
