@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.ebmppl-installed
 
-.PHONY: demo demo-sampler test test-slow bench install
+.PHONY: demo demo-sampler test test-slow bench install docs tutorials test-arviz1
 
 install: $(STAMP)
 
@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[all,dev]"
+	$(PY) -m pip install --quiet -e ".[all,dev,docs]"
 	touch $(STAMP)
 
 # the main job: train an EBM and its flow on the built-in 4-mode set, write the report to runs/demo/
@@ -35,3 +35,12 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[bench]"
 	$(PY) benchmarks/flow_mcmc.py
+
+# the Sphinx site (docs/), offline, warnings as errors; HTML in docs/_build/html
+docs: $(STAMP)
+	rm -rf docs/_build
+	$(PY) -m sphinx -W --keep-going -n -b html docs docs/_build/html
+
+# re-execute every tutorial at full budget, storing the outputs in the notebooks
+tutorials: $(STAMP)
+	$(PY) tutorials/run.py
