@@ -46,9 +46,12 @@ def check_target(kernel: str, model, potential_fn) -> None:
         raise ValueError(f"{kernel} needs exactly one of `model` and `potential_fn`")
 
 
-def _check_accept(target_accept_prob: float) -> None:
+def _check_accept_and_choice(target_accept_prob: float, name: str, value: str, choices: tuple[str, str]) -> None:
+    """Raise ``ValueError`` for an acceptance outside (0, 1) or ``value`` not among ``choices``."""
     if not 0.0 < target_accept_prob < 1.0:
         raise ValueError(f"target_accept_prob must lie in (0, 1), got {target_accept_prob}")
+    if value not in choices:
+        raise ValueError(f"{name} must be {choices[0]!r} or {choices[1]!r}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -79,9 +82,7 @@ class FlowMCMCOptions:
         Raises:
             ValueError: naming the argument that is out of range.
         """
-        _check_accept(self.target_accept_prob)
-        if self.local_kernel not in ("mala", "hmc"):
-            raise ValueError(f"local_kernel must be 'mala' or 'hmc', got {self.local_kernel!r}")
+        _check_accept_and_choice(self.target_accept_prob, "local_kernel", self.local_kernel, ("mala", "hmc"))
         num_leapfrog = self.num_leapfrog
         if num_leapfrog is None:
             num_leapfrog = 1 if self.local_kernel == "mala" else 8
@@ -133,9 +134,7 @@ class NeuTraOptions:
         Raises:
             ValueError: naming the argument that is out of range.
         """
-        _check_accept(self.target_accept_prob)
-        if self.fit not in ("forward", "reverse"):
-            raise ValueError(f"fit must be 'forward' or 'reverse' (KL), got {self.fit!r}")
+        _check_accept_and_choice(self.target_accept_prob, "fit", self.fit, ("forward", "reverse"))
         if not self.step_size > 0 or int(self.max_leapfrog) < 1:
             raise ValueError(f"need step_size > 0 and max_leapfrog >= 1, got {self.step_size}, {self.max_leapfrog}")
         length = self.trajectory_length
