@@ -1,4 +1,9 @@
-"""Chain diagnostics, backend-neutral: numpy in, numbers or ArviZ out.
+"""Chain diagnostics, backend-neutral: numpy in, numbers, ArviZ, tables or figures out.
+
+:func:`summary` is the table of a run (ArviZ's summary, acceptance, mode
+weights); :func:`plot_training` and :func:`plot_mode_weights` draw a training
+history. ArviZ, pandas and matplotlib are imported when used, torch and JAX
+never.
 
 Example:
     >>> import numpy as np
@@ -16,7 +21,15 @@ import warnings
 
 import numpy as np
 
-__all__ = ["grid_mode_weights", "mode_weight_mcse", "mode_weight_zscores", "to_arviz"]
+__all__ = [
+    "grid_mode_weights",
+    "mode_weight_mcse",
+    "mode_weight_zscores",
+    "plot_mode_weights",
+    "plot_training",
+    "summary",
+    "to_arviz",
+]
 
 # Kernel statistics and their ArviZ names; lp is minus the potential energy.
 _STAT_NAMES = {
@@ -214,3 +227,243 @@ def mode_weight_zscores(labels, true_weights) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.where(mcse > 0, error / np.where(mcse > 0, mcse, 1.0), np.where(error == 0, 0.0, np.inf))
     return z
+
+
+# --- the table of a run ----------------------------------------------------------------------------
+# acceptance columns of summary() and the sample_stats names they are read from (to_arviz's, the kernels')
+_ACCEPT_COLUMNS = {
+    "global_accept_prob": ("global_acceptance_rate", "global_accept_prob"),
+    "local_accept_prob": ("local_acceptance_rate", "local_accept_prob"),
+}
+
+
+def summary(data, mode_centres=None, *, site: str | None = None, var_names=None, ci_prob: float | None = None,
+            round_to="none", **kwargs):
+    """ArviZ's summary of a run, one row per site coordinate, with acceptance and mode weights.
+
+    The rows and columns of ``az.summary`` (``mean``, ``sd``, the credible
+    interval, ``mcse_mean``, ``mcse_sd``, ``ess_bulk``, ``ess_tail``, ``r_hat``)
+    with walkers as chains (the ``print_summary`` of a Pyro ``FlowMCMC``),
+    then ``global_accept_prob`` and ``local_accept_prob``: the mean acceptance
+    of the flow's and of the local moves over all draws, the same in every
+    row, NaN when the kernel reports none (NUTS). With ``mode_centres``, each
+    draw of ``site`` (flattened) goes to its nearest centre, and a row
+    ``mode_weight[k]`` per centre summarises the indicator of mode ``k``:
+    ``mean`` is the mode's weight, ``mcse_mean`` its Monte-Carlo standard
+    error (as :func:`mode_weight_mcse`), ``ess_bulk`` and ``r_hat`` say
+    whether the chains cross between modes (NaN for a mode never visited).
+
+    Args:
+        data: a NumPyro or Pyro ``MCMC`` that has run (see :func:`to_arviz`),
+            ArviZ data with a ``posterior`` group, or a dict of groups
+            ``{"posterior": {name: (chains, draws, ...)}, "sample_stats": {...}}``.
+        mode_centres: optional centres, ``(K, d)``, ``d`` the size of one draw of ``site``.
+        site: the site of the modes; ``None`` for the posterior's only variable.
+        var_names: the variables to summarise (``None``: all).
+        ci_prob: probability of the credible interval (ArviZ's default when ``None``).
+        round_to: decimals to round to; ``"none"`` keeps every digit.
+        **kwargs: more arguments of ``az.summary`` for the sites' rows (they
+            differ between ArviZ 0.x and 1.x); ``kind`` applies to the modes' rows too.
+
+    Returns:
+        A pandas ``DataFrame``: the sites' rows, then the ``mode_weight[k]`` rows.
+
+    Example:
+        >>> import numpy as np
+        >>> from ebmppl.diagnostics import summary
+        >>> rng = np.random.default_rng(0)
+        >>> centres = np.array([[-3.0, 0.0], [3.0, 0.0]])
+        >>> x = centres[rng.choice(2, size=(4, 200), p=[0.25, 0.75])] + rng.normal(size=(4, 200, 2))
+        >>> run = {"posterior": {"x": x}, "sample_stats": {"global_accept_prob": np.full((4, 200), 0.5)}}
+        >>> table = summary(run, mode_centres=centres)
+        >>> table.index.tolist()
+        ['x[0]', 'x[1]', 'mode_weight[0]', 'mode_weight[1]']
+        >>> round(float(table.loc["mode_weight[1]", "mean"]), 2), float(table["global_accept_prob"].iloc[0])
+        (0.76, 0.5)
+    """
+    import pandas as pd
+
+    data = _as_arviz_data(data)
+    options = {"round_to": round_to}  # for the sites' rows and the modes' alike
+    if ci_prob is not None:
+        options["ci_prob" if _arviz_major() >= 1 else "hdi_prob"] = ci_prob
+    if "kind" in kwargs:
+        options["kind"] = kwargs.pop("kind")
+    table = _az_summary(data, var_names, {**options, **kwargs})
+    if mode_centres is not None:
+        table = pd.concat([table, _mode_rows(data, site, mode_centres, options)])
+    return table.assign(**_acceptance(_group(data, "sample_stats")))
+
+
+def _acceptance(stats) -> dict[str, float]:
+    """The mean of each acceptance statistic over all chains and draws (NaN when not reported)."""
+    means = {}
+    for column, names in _ACCEPT_COLUMNS.items():
+        found = [name for name in names if stats is not None and name in stats.data_vars]
+        means[column] = float(np.mean(np.asarray(stats[found[0]], float))) if found else np.nan
+    return means
+
+
+def _mode_rows(data, site: str | None, mode_centres, options: dict):
+    """ArviZ's summary of the indicators of the modes: rows ``mode_weight[k]``."""
+    labels = _nearest_centre(_site_draws(_group(data, "posterior"), site), mode_centres)
+    indicators = (labels[..., None] == np.arange(len(mode_centres))).astype(float)
+    with np.errstate(divide="ignore", invalid="ignore"):  # a mode never visited: a constant indicator
+        return _az_summary(_from_dict({"mode_weight": indicators}, {}), None, options)
+
+
+def _arviz_major() -> int:
+    import arviz as az
+
+    return int(az.__version__.split(".")[0])
+
+
+def _az_summary(data, var_names, options: dict):
+    import arviz as az
+
+    return az.summary(data, var_names=var_names, **options)
+
+
+def _as_arviz_data(data):
+    """ArviZ data of an ``MCMC`` (:func:`to_arviz`) or a dict of groups, or ``data`` itself."""
+    if type(data).__module__.split(".")[0] in ("pyro", "numpyro"):
+        return to_arviz(data)
+    if isinstance(data, dict):
+        if "posterior" not in data or set(data) - {"posterior", "sample_stats"}:
+            raise ValueError(f"a dict of groups has 'posterior' and optionally 'sample_stats', got {sorted(data)}")
+        return _from_dict(data["posterior"], data.get("sample_stats") or {})
+    if _group(data, "posterior") is None:
+        raise TypeError(f"summary takes a Pyro or NumPyro MCMC or ArviZ data with a posterior, got {type(data).__name__}")
+    return data
+
+
+def _group(data, name: str):
+    """A group of ArviZ data (``InferenceData`` on 0.x, ``DataTree`` on 1.x), or ``None``."""
+    return getattr(data, name, None)
+
+
+def _site_draws(posterior, site: str | None) -> np.ndarray:
+    """One site's draws as ``(chains, draws, d)``."""
+    names = list(posterior.data_vars)
+    if site is None:
+        if len(names) != 1:
+            raise ValueError(f"the posterior has the sites {names}: say which one the mode centres are of (site=...)")
+        site = names[0]
+    if site not in names:
+        raise ValueError(f"no site {site!r} in the posterior (it has {names})")
+    values = np.asarray(posterior[site])
+    return values.reshape(values.shape[0], values.shape[1], -1)
+
+
+def _nearest_centre(draws: np.ndarray, mode_centres) -> np.ndarray:
+    """The index of the nearest centre of each draw, ``(chains, draws)``."""
+    centres = np.asarray(mode_centres, float)
+    if centres.ndim != 2 or centres.shape[1] != draws.shape[-1]:
+        raise ValueError(f"mode_centres must have shape (K, {draws.shape[-1]}) for this site, got {centres.shape}")
+    distances = ((draws[..., None, :] - centres) ** 2).sum(-1)
+    return distances.argmin(-1)
+
+
+# --- figures of a training history --------------------------------------------------------------------
+_TRAINING_LINES = (
+    (0, "energy_data", "E(data)"),
+    (0, "energy_negatives", "E(negatives)"),
+    (1, "global_accept_prob", "global (i-SIR)"),
+    (1, "local_accept_prob", "local (MALA)"),
+)
+
+
+def plot_training(history: dict):
+    """The energies of data and negatives (left) and the acceptance rates (right) per training step.
+
+    Args:
+        history: per-step statistics, ``{name: list or array}``, as ``EBMTrainer.run``
+            (``result.history``) and the command line (``history.npz``) record them:
+            ``energy_data``, ``energy_negatives``, ``global_accept_prob``,
+            ``local_accept_prob``; the ones missing are left out (the left
+            panel shows ``loss`` when neither energy is there).
+
+    Returns:
+        A matplotlib ``Figure`` with two axes (not registered with ``pyplot``:
+        a notebook shows it once, as the cell's value; save it with ``fig.savefig``).
+
+    Raises:
+        ValueError: the history has none of these statistics.
+
+    Example:
+        >>> import numpy as np
+        >>> from ebmppl.diagnostics import plot_training
+        >>> history = {"energy_data": np.linspace(1, 0, 50), "energy_negatives": np.linspace(-1, 0, 50),
+        ...            "global_accept_prob": np.full(50, 0.4), "local_accept_prob": np.full(50, 0.6)}
+        >>> fig = plot_training(history)
+        >>> [len(ax.lines) for ax in fig.axes]
+        [2, 2]
+    """
+    lines = [(panel, name, label) for panel, name, label in _TRAINING_LINES if name in history]
+    if not any(panel == 0 for panel, _, _ in lines) and "loss" in history:
+        lines.insert(0, (0, "loss", "loss"))
+    if not lines:
+        raise ValueError(f"the history has none of {[name for _, name, _ in _TRAINING_LINES]} or 'loss'")
+    fig = _figure((10, 3.5))
+    axes = fig.subplots(1, 2)
+    for panel, name, label in lines:
+        values = np.asarray(history[name], float)
+        axes[panel].plot(np.arange(1, len(values) + 1), values, label=label, lw=0.7)
+    axes[0].set_title("energy")
+    axes[1].set_title("acceptance")
+    axes[1].set_ylim(0, 1.02)
+    for ax in axes:
+        ax.set_xlabel("step")
+        if ax.lines:
+            ax.legend(fontsize=8)
+    return fig
+
+
+def plot_mode_weights(history: dict, true_weights=None):
+    """The negatives' mode weights over training (a moving average over 1/50 of the run), against the true ones.
+
+    Args:
+        history: per-step statistics with ``mode_weights``, ``(steps, K)``: the
+            history of a trainer given ``mode_centres``.
+        true_weights: optional known weights ``(K,)``, drawn dashed in each mode's colour.
+
+    Returns:
+        A matplotlib ``Figure`` with one axis: a line per mode (and a dashed line per true weight).
+
+    Raises:
+        ValueError: the history has no mode weights.
+
+    Example:
+        >>> import numpy as np
+        >>> from ebmppl.diagnostics import plot_mode_weights
+        >>> history = {"mode_weights": np.tile([0.2, 0.8], (100, 1))}
+        >>> fig = plot_mode_weights(history, true_weights=[0.25, 0.75])
+        >>> len(fig.axes[0].lines)  # 2 modes, 2 true weights
+        4
+    """
+    weights = np.asarray(history.get("mode_weights", []), float)
+    if weights.ndim != 2 or not len(weights):
+        raise ValueError("the history has no mode_weights (steps, K): train with mode_centres")
+    if true_weights is not None and np.shape(true_weights) != weights.shape[1:]:
+        raise ValueError(f"true_weights must have shape ({weights.shape[1]},), got {np.shape(true_weights)}")
+    window = max(1, len(weights) // 50)
+    kernel = np.ones(window) / window
+    smooth = np.stack([np.convolve(w, kernel, mode="valid") for w in weights.T], -1)
+    fig = _figure((6, 3.5))
+    ax = fig.subplots()
+    for k in range(weights.shape[1]):
+        line, = ax.plot(np.arange(len(smooth)) + window, smooth[:, k], lw=0.8, label=f"mode {k}")
+        if true_weights is not None:
+            ax.axhline(float(true_weights[k]), color=line.get_color(), ls="--", lw=0.8)
+    ax.set_xlabel("step")
+    ax.set_ylabel("negatives' mode weight")
+    ax.set_title("mode weights over training" + (" (dashed: true)" if true_weights is not None else ""))
+    ax.legend(fontsize=7)
+    return fig
+
+
+def _figure(size: tuple[float, float]):
+    """A matplotlib ``Figure`` outside ``pyplot`` (no global state, no backend switched)."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=size, layout="constrained")

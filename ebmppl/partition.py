@@ -15,6 +15,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ebmppl._repr import html_table, plus_minus, text
+
 __all__ = ["LogPartition", "log_partition_from_log_weights"]
 
 
@@ -26,12 +28,34 @@ class LogPartition(NamedTuple):
         stderr: its standard error (delta method, ``std(w) / (mean(w) sqrt(n))``).
         ess: effective sample size of the weights, ``(Σw)² / Σw²``.
         num_samples: flow draws used.
+
+    It prints as ``log Z ± stderr`` and the ESS, and shows as a table in a
+    notebook; it unpacks as the tuple ``(log_z, stderr, ess, num_samples)``.
+
+    Example:
+        >>> from ebmppl.partition import LogPartition
+        >>> estimate = LogPartition(log_z=-3.21987, stderr=0.01234, ess=812.49, num_samples=1000)
+        >>> estimate
+        LogPartition(log_z=-3.220 ± 0.012, ess=812.5 of 1000 draws)
+        >>> log_z, stderr, ess, n = estimate
+        >>> n, estimate._repr_html_().startswith("<table>")
+        (1000, True)
     """
 
     log_z: float
     stderr: float
     ess: float
     num_samples: int
+
+    def _rows(self) -> list[tuple[str, str]]:
+        return [("log_z", plus_minus(self.log_z, self.stderr)),
+                ("ess", f"{float(self.ess):.1f} of {int(self.num_samples)} draws")]
+
+    def __repr__(self) -> str:
+        return text("LogPartition", self._rows())
+
+    def _repr_html_(self) -> str:
+        return html_table("LogPartition", self._rows())
 
 
 def log_partition_from_log_weights(log_weights, min_ess_fraction: float = 0.01) -> LogPartition:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from ebmppl._repr import format_value, html_table, text
+
 __all__ = ["WarmupSchedule"]
 
 
@@ -37,6 +39,17 @@ class WarmupSchedule:
         batch_size: minibatch size of the fit.
         learning_rate: Adam learning rate.
         fresh_restarts: fresh initialisations trained beside the warm start.
+
+    It prints as its fields (a long ``fit_iterations`` shortened to its ends
+    and length) and shows as a table in a notebook.
+
+    Example:
+        >>> from ebmppl.schedule import WarmupSchedule
+        >>> WarmupSchedule.default(500)
+        WarmupSchedule(fit_iterations=(99, 199, 299, 399), window=100, fit_steps=150, batch_size=256,
+                       learning_rate=0.003, fresh_restarts=1)
+        >>> WarmupSchedule(fit_iterations=tuple(range(9, 1000, 10)), window=10)._rows()[0]
+        ('fit_iterations', '(9, 19, 29, …, 989, 999) [100 items]')
     """
 
     fit_iterations: tuple[int, ...]
@@ -84,6 +97,15 @@ class WarmupSchedule:
         num_fits = min(4, max(1, num_warmup // 100))
         steps = min(2000, max(200, 4 * num_warmup))
         return cls.default(num_warmup, num_fits=num_fits).replace(fit_steps=steps, fresh_restarts=0)
+
+    def _rows(self) -> list[tuple[str, str]]:
+        return [(field.name, format_value(getattr(self, field.name))) for field in dataclasses.fields(self)]
+
+    def __repr__(self) -> str:
+        return text("WarmupSchedule", self._rows())
+
+    def _repr_html_(self) -> str:
+        return html_table("WarmupSchedule", self._rows())
 
     def replace(self, **changes) -> "WarmupSchedule":
         """A copy with some fields changed."""

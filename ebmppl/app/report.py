@@ -39,6 +39,7 @@ from typing import Callable
 
 import numpy as np
 
+from ebmppl import diagnostics
 from ebmppl.app.config import write_json
 from ebmppl.app.data import RunData
 from ebmppl.partition import LogPartition
@@ -203,9 +204,10 @@ def _pyplot():
 
 
 def _save(fig, run_dir: Path, name: str) -> str:
-    """Save ``fig`` as ``run_dir / name``, close it, and return ``name``."""
+    """Save ``fig`` as ``run_dir / name``, close it if ``pyplot`` holds it, and return ``name``."""
     fig.savefig(run_dir / name, dpi=100, bbox_inches="tight")
-    _pyplot().close(fig)
+    if fig.canvas.manager is not None:  # made by pyplot (diagnostics' figures are not)
+        _pyplot().close(fig)
     return name
 
 
@@ -254,7 +256,7 @@ def plot_density(run_dir: Path, data: RunData, log_density: Callable[[np.ndarray
 
 
 def plot_training(run_dir: Path, history: dict[str, np.ndarray]) -> str:
-    """``training.png``: the energies of data and negatives, and the acceptance rates, per step.
+    """``training.png``: :func:`ebmppl.diagnostics.plot_training` of the history, saved.
 
     Args:
         run_dir: the run folder.
@@ -263,22 +265,11 @@ def plot_training(run_dir: Path, history: dict[str, np.ndarray]) -> str:
     Returns:
         The figure's file name.
     """
-    fig, axes = _pyplot().subplots(1, 2, figsize=(10, 3.5))
-    steps = np.arange(1, len(history["loss"]) + 1)
-    axes[0].plot(steps, history["energy_data"], label="E(data)", lw=0.7)
-    axes[0].plot(steps, history["energy_negatives"], label="E(negatives)", lw=0.7)
-    axes[0].set_xlabel("step")
-    axes[0].legend()
-    axes[1].plot(steps, history["global_accept_prob"], label="global (i-SIR)", lw=0.7)
-    axes[1].plot(steps, history["local_accept_prob"], label="local (MALA)", lw=0.7)
-    axes[1].set_xlabel("step")
-    axes[1].set_ylim(0, 1.02)
-    axes[1].legend()
-    return _save(fig, run_dir, "training.png")
+    return _save(diagnostics.plot_training(history), run_dir, "training.png")
 
 
 def plot_mode_weights(run_dir: Path, data: RunData, history: dict[str, np.ndarray]) -> str | None:
-    """``mode_weights.png``: the negatives' mode weights over training (smoothed) against the true ones.
+    """``mode_weights.png``: :func:`ebmppl.diagnostics.plot_mode_weights` against the true weights, saved.
 
     Args:
         run_dir: the run folder.
@@ -290,15 +281,4 @@ def plot_mode_weights(run_dir: Path, data: RunData, history: dict[str, np.ndarra
     """
     if data.target is None or "mode_weights" not in history or not len(history["mode_weights"]):
         return None
-    weights = np.asarray(history["mode_weights"])
-    window = max(1, len(weights) // 50)
-    smooth = np.stack([np.convolve(w, np.ones(window) / window, mode="valid") for w in weights.T], -1)
-    fig, ax = _pyplot().subplots(figsize=(6, 3.5))
-    for k, true in enumerate(data.target.weights):
-        line, = ax.plot(np.arange(len(smooth)) + window, smooth[:, k], lw=0.8, label=f"mode {k}")
-        ax.axhline(true, color=line.get_color(), ls="--", lw=0.8)
-    ax.set_xlabel("step")
-    ax.set_ylabel("negatives' mode weight")
-    ax.set_title("mode weights over training (dashed: true)")
-    ax.legend(fontsize=7)
-    return _save(fig, run_dir, "mode_weights.png")
+    return _save(diagnostics.plot_mode_weights(history, data.target.weights), run_dir, "mode_weights.png")

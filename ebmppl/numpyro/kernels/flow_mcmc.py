@@ -104,6 +104,9 @@ class FlowMCMC(EnsembleKernel):
         >>> mcmc.run(jax.random.key(0))
         >>> mcmc.get_samples()["x"].shape
         (400, 2)
+        >>> FlowMCMC(model)  # its settings at a glance (a table in a notebook)
+        FlowMCMC(model=model, flow=default, num_particles=8, num_local_steps=3, local_kernel='mala',
+                 num_leapfrog=1, step_size=0.1, target_accept_prob=0.65, schedule=default)
     """
 
     def __init__(

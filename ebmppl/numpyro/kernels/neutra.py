@@ -121,6 +121,9 @@ class NeuTraHMC(EnsembleKernel):
         >>> mcmc.run(jax.random.key(0))
         >>> mcmc.get_samples()["x"].shape
         (400, 3)
+        >>> NeuTraHMC(model)  # its settings at a glance (a table in a notebook)
+        NeuTraHMC(model=model, flow=default, fit='reverse', step_size=0.1, trajectory_length=adapted,
+                  max_leapfrog=256, target_accept_prob=0.8, schedule=default)
     """
 
     def __init__(

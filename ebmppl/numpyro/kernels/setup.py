@@ -23,6 +23,7 @@ from numpyro.infer.mcmc import MCMCKernel
 from numpyro.infer.util import initialize_model
 from numpyro.util import identity, is_prng_key
 
+from ebmppl._repr import html_table, kernel_rows, text
 from ebmppl.mixing import warn_if_not_mixed
 from ebmppl.numpyro.flows import check_flow, partition_flow
 from ebmppl.numpyro.keys import typed_key
@@ -57,8 +58,10 @@ class Walkers(NamedTuple):
 class EnsembleKernel(MCMCKernel):
     """What ebmppl's NumPyro kernels share: all chains advance together, the state's ``z`` is sampled.
 
-    Subclasses call ``__init__`` with their name and set ``_schedule`` and
-    ``_sample_fn`` (the step built by ``init``).
+    Subclasses call ``__init__`` with their name and set ``_options`` (a frozen
+    option object), ``_schedule`` and ``_sample_fn`` (the step built by
+    ``init``). A kernel prints its target, flow and options, and shows them as a
+    table in a notebook.
     """
 
     def __init__(self, name: str, model, potential_fn, flow, init_strategy: Callable):
@@ -111,6 +114,16 @@ class EnsembleKernel(MCMCKernel):
 
     def sample(self, state, model_args, model_kwargs):
         return self._sample_fn(state, model_args, model_kwargs)
+
+    # --- how it shows in a notebook: its target, flow and options --------------------------
+    def _rows(self) -> list[tuple[str, str]]:
+        return kernel_rows(self._model, self._potential_fn, self._flow, self._options)
+
+    def __repr__(self) -> str:
+        return text(self._name, self._rows())
+
+    def _repr_html_(self) -> str:
+        return html_table(self._name, self._rows())
 
 
 def check_vectorized(name: str, rng_key) -> int:

@@ -38,6 +38,7 @@ import numpy as np
 import optax
 from numpyro import handlers
 
+from ebmppl._repr import html_table, kernel_rows, text
 from ebmppl.numpyro.flows import check_flow, default_flow, fit_flow, partition_flow
 from ebmppl.numpyro.keys import typed_key
 from ebmppl.numpyro.potential import Potential
@@ -115,6 +116,10 @@ class EBMTrainer:
         options: the validated :class:`~ebmppl.options.TrainerOptions` (the
             method's defaults filled in); read it, never write it.
 
+    A trainer prints its model, flow and options (a table in a notebook);
+    :class:`~ebmppl.numpyro.training.TrainResult` prints the run's method, steps,
+    parameter count and last statistics.
+
     Example:
         >>> import jax, numpyro, numpyro.distributions as dist, equinox as eqx, optax, tempfile
         >>> from numpyro.contrib.module import eqx_module
@@ -182,6 +187,16 @@ class EBMTrainer:
         self._built: _Built | None = None
         self._backbone_params = None  # "neutra": the frozen flow of the last state made, loaded or updated
 
+    # --- how it shows in a notebook ---------------------------------------------------------
+    def _rows(self) -> list[tuple[str, str]]:
+        return kernel_rows(self.model, None, self._flow_arg, self.options, mode_centres=self.mode_centres)
+
+    def __repr__(self) -> str:
+        return text("EBMTrainer", self._rows())
+
+    def _repr_html_(self) -> str:
+        return html_table("EBMTrainer", self._rows())
+
     # --- the model and the flow -------------------------------------------------------------
     def _inspect(self, key, args, kwargs) -> tuple[str, Any, jax.Array]:
         """The observed Potential site's name, the energy's initial parameters, the data ``(n, D)``."""
@@ -238,7 +253,8 @@ class EBMTrainer:
 
         Args:
             rng_key: JAX key (``jax.random.key`` or ``PRNGKey``).
-            *args, **kwargs: the model's arguments (the data).
+            *args: the model's arguments (the data).
+            **kwargs: the model's keyword arguments.
         """
         model_key, flow_key, pool_key, key = jax.random.split(typed_key(rng_key), 4)
         traced = self._inspect(model_key, args, kwargs)
@@ -309,7 +325,8 @@ class EBMTrainer:
         Args:
             rng_key: JAX key for ``init`` (unused with ``init_state``).
             num_steps: updates to make.
-            *args, **kwargs: the model's arguments (the data).
+            *args: the model's arguments (the data).
+            **kwargs: the model's keyword arguments.
             progress_bar: show loss, energy gap and global acceptance.
             init_state: resume from this state (e.g. :meth:`load`'s).
             checkpoint: a file to which the state is written (:meth:`save`)
@@ -336,8 +353,8 @@ class EBMTrainer:
                     global_acc=f"{float(stats['global_accept_prob']):.2f}",
                 )
         history = {name: np.stack(values) if values else np.zeros(0) for name, values in records.items()}
-        return TrainResult(state, state.ema_params if self.options.ema_decay is not None else state.ebm_params,
-                           history)
+        params = state.ema_params if self.options.ema_decay is not None else state.ebm_params
+        return TrainResult(state, params, history, method=self.options.method)
 
     # --- what the state stands for -----------------------------------------------------------
     def potential(self, params, *args, **kwargs) -> Potential:
@@ -348,7 +365,8 @@ class EBMTrainer:
 
         Args:
             params: e.g. ``result.params`` or ``state.ebm_params``.
-            *args, **kwargs: the model's arguments (the data).
+            *args: the model's arguments (the data).
+            **kwargs: the model's keyword arguments.
         """
         built = self._build(args, kwargs)
         potential = self._site_potential(built.site, params, args, kwargs)

@@ -26,7 +26,7 @@ class FlowMCMC(WalkerKernel):
     Pyro has no vectorized chains, so this kernel advances ``num_walkers``
     walkers together inside one Pyro chain, as tensor operations; they share
     one flow, which is fitted by forward KL to the recent states of every
-    walker during warm-up (see :class:`~ebmppl.WarmupSchedule`) and frozen
+    walker during warm-up (see :class:`~ebmppl.schedule.WarmupSchedule`) and frozen
     afterwards. Each iteration makes one global i-SIR move with
     ``num_particles`` candidates (independent Metropolis-Hastings when
     ``num_particles=2``), then ``num_local_steps`` MALA moves (HMC with
@@ -73,7 +73,7 @@ class FlowMCMC(WalkerKernel):
         num_leapfrog: leapfrog steps per HMC move (1 for MALA).
         step_size: initial local step size.
         target_accept_prob: local acceptance that step-size adaptation aims at.
-        schedule: the :class:`~ebmppl.WarmupSchedule`; ``None`` for
+        schedule: the :class:`~ebmppl.schedule.WarmupSchedule`; ``None`` for
             ``WarmupSchedule.default(warmup_steps)``.
         init_strategy: Pyro init strategy when ``model`` is given.
 
@@ -89,6 +89,10 @@ class FlowMCMC(WalkerKernel):
         >>> mcmc.run()
         >>> mcmc.get_samples(group_by_chain=True)["x"].shape, mcmc.get_samples()["x"].shape
         (torch.Size([8, 50, 2]), torch.Size([400, 2]))
+        >>> FlowMCMC(model, num_walkers=8)  # its settings at a glance (a table in a notebook)
+        FlowMCMC(model=model, flow=default, num_walkers=8, num_particles=8, num_local_steps=3,
+                 local_kernel='mala', num_leapfrog=1, step_size=0.1, target_accept_prob=0.65,
+                 schedule=default)
     """
 
     def __init__(

@@ -37,7 +37,7 @@ class NeuTraHMC(WalkerKernel):
     ``π(T(z)) |det J_T(z)|``, which is nearly a standard normal once the flow
     fits, so that the hard geometry of the target (funnels, curved ridges)
     becomes easy. During warm-up the transport is fitted at the iterations
-    of the :class:`~ebmppl.WarmupSchedule`: by reverse KL to the target
+    of the :class:`~ebmppl.schedule.WarmupSchedule`: by reverse KL to the target
     (default; it reaches regions the chains have not visited yet, such as the
     neck of a funnel) or, with ``fit="forward"``, by forward KL on the recent
     states of every walker; the step size and trajectory length are adapted
@@ -71,7 +71,7 @@ class NeuTraHMC(WalkerKernel):
             adapts it to a quarter period of the widest latent direction.
         max_leapfrog: cap on the leapfrog steps of one trajectory.
         target_accept_prob: acceptance that step-size adaptation aims at.
-        schedule: the :class:`~ebmppl.WarmupSchedule`; ``None`` for
+        schedule: the :class:`~ebmppl.schedule.WarmupSchedule`; ``None`` for
             ``NeuTraHMC.default_schedule(warmup_steps)``.
         init_strategy: Pyro init strategy when ``model`` is given.
 
@@ -88,6 +88,9 @@ class NeuTraHMC(WalkerKernel):
         >>> mcmc.run()
         >>> mcmc.get_samples(group_by_chain=True)["x"].shape  # (walkers, draws, 3)
         torch.Size([4, 100, 3])
+        >>> NeuTraHMC(model, num_walkers=4)  # its settings at a glance (a table in a notebook)
+        NeuTraHMC(model=model, flow=default, num_walkers=4, fit='reverse', step_size=0.1,
+                  trajectory_length=adapted, max_leapfrog=256, target_accept_prob=0.8, schedule=default)
     """
 
     def __init__(

@@ -19,6 +19,7 @@ import torch
 from pyro.infer.autoguide.initialization import init_to_uniform
 from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 
+from ebmppl._repr import html_table, kernel_rows, text
 from ebmppl.mixing import warn_if_not_mixed
 from ebmppl.options import check_target
 from ebmppl.pyro.flows import as_flow_module, check_flow
@@ -32,9 +33,11 @@ __all__ = ["WalkerKernel", "WalkersAsChains", "build_flow", "check_initial_energ
 class WalkerKernel(MCMCKernel):
     """What ebmppl's Pyro kernels share: walkers moved together inside one Pyro chain.
 
-    Subclasses set ``_num_walkers``, ``_schedule``, ``_state``, ``_info``,
-    ``_num_nonfinite``, ``_num_fits``, ``_adapt`` and ``_runs`` (per-draw statistics, one
-    dict of lists per Pyro chain run).
+    Subclasses set ``_options`` (a frozen option object), ``_num_walkers``,
+    ``_schedule``, ``_state``, ``_info``, ``_num_nonfinite``, ``_num_fits``,
+    ``_adapt`` and ``_runs`` (per-draw statistics, one dict of lists per Pyro
+    chain run). A kernel prints its target, flow, walkers and options, and
+    shows them as a table in a notebook.
     """
 
     def __init__(self, name: str, model, potential_fn, num_walkers: int | None, flow, init_strategy: Callable):
@@ -78,6 +81,16 @@ class WalkerKernel(MCMCKernel):
             warn_if_not_mixed(self._name, window, num_warmup, "warmup_steps", self._layout.site_of)
             self._num_fits, adapt = adapt.num_fits, None
         return adapt
+
+    # --- how it shows in a notebook: its target, flow, walkers and options -------------------
+    def _rows(self) -> list[tuple[str, str]]:
+        return kernel_rows(self.model, self.potential_fn, self._flow, self._options, num_walkers=self._num_walkers)
+
+    def __repr__(self) -> str:
+        return text(self._name, self._rows())
+
+    def _repr_html_(self) -> str:
+        return html_table(self._name, self._rows())
 
     @property
     def initial_params(self) -> dict[str, torch.Tensor]:

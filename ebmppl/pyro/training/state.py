@@ -23,6 +23,8 @@ from typing import Any, NamedTuple
 
 import torch
 
+from ebmppl._repr import html_table, text, train_result_rows
+
 __all__ = ["TrainResult", "TrainState"]
 
 
@@ -66,7 +68,13 @@ class TrainState(NamedTuple):
     rng_state: dict
 
 
-class TrainResult(NamedTuple):
+class _TrainResultFields(NamedTuple):
+    state: TrainState
+    params: Any
+    history: dict
+
+
+class TrainResult(_TrainResultFields):
     """What :meth:`~ebmppl.pyro.EBMTrainer.run` returns.
 
     Attributes:
@@ -78,13 +86,42 @@ class TrainResult(NamedTuple):
             ``global_accept_prob``, ``local_accept_prob`` (and
             ``mode_weights``, shape ``(num_steps, K)``, when mode centres were
             given), each a numpy array.
+        method: the trainer's ``method`` (``None`` for a result made by
+            hand); an attribute, not a field: ``state, params, history =
+            result`` unpacks as it always did.
+
+    It prints (and shows as a table in a notebook) the method, the updates
+    done, how many numbers ``params`` holds and the last value of each
+    history entry, never an array.
 
     Example:
+        >>> import numpy as np
         >>> from ebmppl.pyro.training import TrainResult
-        >>> TrainResult(state=None, params={}, history={}).params
-        {}
+        >>> result = TrainResult(state=None, params={}, history={"loss": np.array([0.5, 0.25])}, method="flow")
+        >>> result
+        TrainResult(method='flow', steps=2, params=0, loss=0.25)
+        >>> state, params, history = result
+        >>> params, result._replace(params={}).method
+        ({}, 'flow')
     """
 
-    state: TrainState
-    params: Any
-    history: dict
+    method: str | None = None  # the class's default; a result made by the trainer has its own
+
+    def __new__(cls, state: TrainState, params: Any, history: dict, method: str | None = None):
+        result = super().__new__(cls, state, params, history)
+        result.method = method
+        return result
+
+    def _replace(self, **changes) -> "TrainResult":
+        replaced = super()._replace(**changes)
+        replaced.method = self.method
+        return replaced
+
+    def _rows(self) -> list[tuple[str, str]]:
+        return train_result_rows(self, sum(int(value.numel()) for value in self.params.values()))
+
+    def __repr__(self) -> str:
+        return text("TrainResult", self._rows())
+
+    def _repr_html_(self) -> str:
+        return html_table("TrainResult", self._rows())

@@ -40,6 +40,7 @@ import torch
 from pyro import poutine
 from torch.overrides import TorchFunctionMode
 
+from ebmppl._repr import html_table, kernel_rows, text
 from ebmppl.options import TrainerOptions
 from ebmppl.pyro.flows import as_flow_module, check_flow, default_flow, fit_flow
 from ebmppl.pyro.potential import Potential
@@ -125,6 +126,10 @@ class EBMTrainer:
         options: the validated :class:`~ebmppl.options.TrainerOptions` (the
             method's defaults filled in); read it, never write it.
 
+    A trainer prints its model, flow and options (a table in a notebook);
+    :class:`~ebmppl.pyro.training.TrainResult` prints the run's method, steps,
+    parameter count and last statistics.
+
     Example:
         >>> import torch, pyro, pyro.distributions as dist, tempfile
         >>> from ebmppl.pyro import EBMTrainer, Potential
@@ -197,6 +202,16 @@ class EBMTrainer:
         self._workspace: _Workspace | None = None
         self._latest: TrainState | None = None  # the state the workspace holds
 
+    # --- how it shows in a notebook ---------------------------------------------------------
+    def _rows(self) -> list[tuple[str, str]]:
+        return kernel_rows(self.model, None, self._flow_arg, self.options, mode_centres=self.mode_centres)
+
+    def __repr__(self) -> str:
+        return text("EBMTrainer", self._rows())
+
+    def _repr_html_(self) -> str:
+        return html_table("EBMTrainer", self._rows())
+
     # --- building ----------------------------------------------------------------------------
     def _trace(self, args, kwargs) -> _Traced:
         with poutine.block():
@@ -255,7 +270,8 @@ class EBMTrainer:
         backbone, frozen afterwards): the only place where a fit happens.
 
         Args:
-            *args, **kwargs: the model's arguments (the data).
+            *args: the model's arguments (the data).
+            **kwargs: the model's keyword arguments.
         """
         traced, work = self._build(args, kwargs)
         self._restore(work.initial, traced, work)
@@ -396,7 +412,8 @@ class EBMTrainer:
 
         Args:
             num_steps: updates to make.
-            *args, **kwargs: the model's arguments (the data).
+            *args: the model's arguments (the data).
+            **kwargs: the model's keyword arguments.
             progress_bar: show loss, energy gap and global acceptance.
             init_state: resume from this state (e.g. :meth:`load`'s).
             checkpoint: a file to which the state is written (:meth:`save`)
@@ -423,8 +440,8 @@ class EBMTrainer:
                     global_acc=f"{stats['global_accept_prob']:.2f}",
                 )
         history = {name: np.stack(values) if values else np.zeros(0) for name, values in records.items()}
-        return TrainResult(state, state.ema_params if self.options.ema_decay is not None else state.ebm_params,
-                           history)
+        params = state.ema_params if self.options.ema_decay is not None else state.ebm_params
+        return TrainResult(state, params, history, method=self.options.method)
 
     # --- what the state stands for -------------------------------------------------------------
     def potential(self, params: dict, *args, **kwargs) -> Potential:
@@ -438,7 +455,8 @@ class EBMTrainer:
 
         Args:
             params: ``{name: tensor}``, e.g. ``result.params`` or ``state.ema_params``.
-            *args, **kwargs: the model's arguments (the data).
+            *args: the model's arguments (the data).
+            **kwargs: the model's keyword arguments.
         """
         traced, _ = self._build(args, kwargs)
         if set(params) != set(traced.params):
