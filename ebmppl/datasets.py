@@ -171,7 +171,7 @@ class Rings:
 
     @property
     def centres(self) -> np.ndarray:
-        """The mode centres: each ring's radius, shape ``(K,)``."""
+        """The mode centres, each ring's radius, shape ``(K,)``."""
         return self.radii
 
     def log_prob(self, x, xp=np):

@@ -200,7 +200,7 @@ def _result(config: dict, data: RunData, trainer: EBMTrainer, state: TrainState,
 
 
 def load_potential(run_dir: str | os.PathLike) -> TrainedPotential:
-    """A trained run as a normalised :class:`TrainedPotential` in the data's coordinates.
+    """A trained run as a normalised :class:`~ebmppl.app.numpyro_run.TrainedPotential` in the data's coordinates.
 
     Its ``log_prob`` is normalised by the run's ``log Z`` estimate (in
     ``metrics.json``), so it is the model's log-likelihood; its ``flow`` is

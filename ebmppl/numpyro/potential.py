@@ -56,7 +56,7 @@ class FlowBase(Distribution):
 
     @property
     def flow(self):
-        """The flowjax flow: the one given, or after a tree operation the one its arrays make."""
+        """The flowjax flow (the one given, or after a tree operation the one its arrays make)."""
         given = self.__dict__.get("_flow")
         return join_flow_leaves(self._flow_arrays, self._flow_rest) if given is None else given
 

@@ -1,4 +1,4 @@
-"""Backend-neutral pieces: import hygiene, README quickstart, datasets, diagnostics."""
+"""Backend-neutral pieces: import hygiene, the examples of README and the guide, datasets, diagnostics."""
 
 import os
 import re
@@ -21,39 +21,53 @@ def test_importing_ebmppl_loads_neither_torch_nor_jax():
     assert out.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("index, check", [
-    (0, "assert abs(float((x[:, 0] > 0).mean()) - 0.7) < 0.05"),
-    (1, "assert abs(float((x[..., 0] > 0).float().mean()) - 0.7) < 0.05\n"
-        "assert data['posterior']['x'].shape == (40, 500, 2)"),
-    (2, "assert result.history['loss'].shape == (1000,)\n"
-        "import pathlib; assert pathlib.Path('runs/ebm.npz').is_file()"),
-], ids=["numpyro", "pyro", "ebm-trainer"])
-def test_readme_quickstart_runs(tmp_path, index, check):
-    block = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)[index]
-    script = tmp_path / "quickstart.py"
-    script.write_text(block + "\n" + check + "\n")
+def _python_block(page: str, marker: str) -> str:
+    """The one ```python block of ``page`` (a path from the repository's root) that contains ``marker``."""
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", (ROOT / page).read_text(), re.S) if marker in b]
+    assert len(blocks) == 1, f"{page}: {len(blocks)} python blocks contain {marker!r}"
+    return blocks[0]
+
+
+def _run(tmp_path, code: str) -> None:
+    script = tmp_path / "example.py"
+    script.write_text(code)
     env = dict(os.environ, OMP_NUM_THREADS="1")  # one thread per test worker
     subprocess.run([sys.executable, str(script)], check=True, capture_output=True, timeout=600, env=env,
                    cwd=tmp_path)
 
 
-def test_readme_neural_transport_runs(tmp_path):
+@pytest.mark.parametrize("page, marker, check", [
+    ("README.md", "from ebmppl.numpyro import FlowMCMC",
+     "assert abs(float((x[:, 0] > 0).mean()) - 0.7) < 0.05"),
+    ("README.md", "from ebmppl.pyro import FlowMCMC",
+     "assert abs(float((x[..., 0] > 0).float().mean()) - 0.7) < 0.05\n"
+     "assert data['posterior']['x'].shape == (40, 500, 2)"),
+    ("docs/guide/training.md", "EBMTrainer(model",
+     "assert result.history['loss'].shape == (1000,)\n"
+     "import pathlib; assert pathlib.Path('runs/ebm.npz').is_file()"),
+], ids=["numpyro", "pyro", "ebm-trainer"])
+def test_quickstart_and_guide_examples_run(tmp_path, page, marker, check):
+    """README's two quickstarts and the guide's EBMTrainer example run as they are written."""
+    _run(tmp_path, _python_block(page, marker) + "\n" + check + "\n")
+
+
+def test_readme_has_exactly_the_two_quickstarts():
     blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
-    funnel = next(b for b in blocks if "NeuTraHMC(funnel)" in b)
-    backbone = next(b for b in blocks if "base=flow" in b)
+    assert len(blocks) == 2 and "ebmppl.numpyro" in blocks[0] and "ebmppl.pyro" in blocks[1]
+
+
+def test_guide_neural_transport_examples_run(tmp_path):
+    funnel = _python_block("docs/guide/neutra.md", "NeuTraHMC(funnel)")
+    backbone = _python_block("docs/guide/neutra.md", "base=flow")
     check = (
         "import numpy as np\n"
         "x = np.asarray(mcmc.get_samples()['x'])\n"
         "assert x.shape == (2400, 2) and np.isfinite(x).all()\n"
         "assert abs(x.std() - float(np.sqrt(np.mean(x**2)))) < 0.2  # centred: the target is symmetric\n"
     )
-    script = tmp_path / "neutra.py"
-    script.write_text(funnel.replace("mcmc.run(jax.random.key(0))", "mcmc.run(jax.random.key(0))\n"
-                                     "v = mcmc.get_samples()['v']\nassert abs(float(v.std()) - 3) < 0.3")
-                      + "\n" + backbone + "\n" + check)
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    subprocess.run([sys.executable, str(script)], check=True, capture_output=True, timeout=600, env=env,
-                   cwd=tmp_path)
+    _run(tmp_path, funnel.replace("mcmc.run(jax.random.key(0))", "mcmc.run(jax.random.key(0))\n"
+                                  "v = mcmc.get_samples()['v']\nassert abs(float(v.std()) - 3) < 0.3")
+         + "\n" + backbone + "\n" + check)
 
 
 def test_mixture_log_prob_is_normalised():
