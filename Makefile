@@ -44,3 +44,24 @@ docs: $(STAMP)
 # re-execute every tutorial at full budget, storing the outputs in the notebooks
 tutorials: $(STAMP)
 	$(PY) tutorials/run.py
+
+# the ArviZ 1.x leg: a Python 3.12 venv with arviz>=1.3, running the to_arviz,
+# diagnostics and kernel-conformance tests of both backends and one tutorial
+PY312 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12) $(shell command -v python3.12 2>/dev/null))
+ARVIZ1 := .venv-arviz1
+ARVIZ1_STAMP := $(ARVIZ1)/.ebmppl-installed
+ARVIZ1_TESTS := tests/test_common/test_to_arviz.py tests/test_common/test_notebook_results.py ebmppl/diagnostics.py \
+	tests/test_numpyro/test_conformance.py tests/test_pyro/test_conformance.py \
+	"tests/test_tutorials.py::test_tutorial_runs_in_smoke_mode[02_energy_prior_pyro]"
+
+$(ARVIZ1_STAMP): pyproject.toml
+	@test -n "$(PY312)" || { echo "make test-arviz1 needs Python 3.12 (python3.12 on PATH or PY312=...)"; exit 1; }
+	test -x $(ARVIZ1)/bin/python || $(PY312) -m venv $(ARVIZ1)
+	$(ARVIZ1)/bin/python -m pip install --quiet --upgrade pip
+	$(ARVIZ1)/bin/python -m pip install --quiet torch==2.13.0
+	$(ARVIZ1)/bin/python -m pip install --quiet -e ".[all,dev]" "arviz>=1.3"
+	touch $(ARVIZ1_STAMP)
+
+test-arviz1: $(ARVIZ1_STAMP)
+	$(ARVIZ1)/bin/python -c "import arviz, sys; assert tuple(map(int, arviz.__version__.split('.')[:2])) >= (1, 3), arviz.__version__; print('arviz', arviz.__version__, 'python', sys.version.split()[0])"
+	$(ARVIZ1)/bin/python -m pytest -n 2 -q $(ARVIZ1_TESTS)
