@@ -24,7 +24,9 @@ extensions = [
     "sphinx.ext.autosummary",
     "sphinx.ext.napoleon",
     "sphinx.ext.viewcode",
-    "ebmppl_docs",  # tutorials copied in, module pages, references by identity, offline math
+    "sphinx.ext.mathjax",
+    "sphinx-mathjax-offline",  # MathJax served from the site's _static/, not from a CDN
+    "ebmppl_docs",  # tutorials copied in, module pages, references by identity
 ]
 exclude_patterns = ["_build", "**.ipynb_checkpoints"]
 nitpicky = True
@@ -59,4 +61,3 @@ napoleon_use_rtype = False
 # -- HTML, offline ----------------------------------------------------------------------------------------
 html_theme = "furo"
 html_title = f"ebmppl {release}"
-html_math_renderer = "offline"  # TeX shown as written: MathJax would come from a CDN

@@ -13,8 +13,6 @@
   ``TrainedPotential`` inside a docstring of ``ebmppl.numpyro.load_potential``)
   is resolved to the page of the same Python object, as the docstring's own
   module sees it. A name that does not exist stays a broken reference.
-- an HTML math renderer that needs no script from a CDN: the site is built and
-  read offline, so TeX is shown as written.
 """
 
 from __future__ import annotations
@@ -223,18 +221,6 @@ def resolve_by_identity(app: Sphinx, env, node, contnode):
     return None
 
 
-# -- math without a CDN --------------------------------------------------------------------------------
-
-def _visit_inline_math(self, node):
-    self.body.append(f'<code class="math notranslate">{self.encode(node.astext())}</code>')
-    raise nodes.SkipNode
-
-
-def _visit_block_math(self, node):
-    self.body.append(f'<div class="math notranslate"><pre>{self.encode(node.astext())}</pre></div>\n')
-    raise nodes.SkipNode
-
-
 # -- members ---------------------------------------------------------------------------------------------
 
 def _skip_tuple_fields(app: Sphinx, what: str, name: str, obj, skip: bool, options) -> bool | None:
@@ -289,5 +275,4 @@ def setup(app: Sphinx) -> dict:
     app.connect("missing-reference", resolve_by_identity)
     app.connect("autodoc-skip-member", _skip_tuple_fields)
     app.connect("autodoc-process-docstring", _short_attribute_types, priority=600)  # after napoleon
-    app.add_html_math_renderer("offline", (_visit_inline_math, None), (_visit_block_math, None))
     return {"parallel_read_safe": True, "parallel_write_safe": True}
