@@ -51,6 +51,7 @@ def ebm_weights(trainer, params):
         )
 
 
+@pytest.mark.slow  # 1,000 Pyro training steps a method, about 3 minutes: make test-slow (NumPyro's twin runs by default)
 @pytest.mark.parametrize("method, should_pass", [("flow", True), ("ula", False)])
 def test_flow_training_keeps_the_heavy_mode_weight(method, should_pass):
     # Same budget for both; persistent chains without the flow cannot cross between
