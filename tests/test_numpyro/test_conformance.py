@@ -235,8 +235,11 @@ def test_arviz_posterior(regression_run, convert):
 
 
 def test_arviz_log_likelihood(regression_run):
-    """``az.from_numpyro`` finds the log likelihood of each observation, per chain and draw."""
-    log_like = np.asarray(az.from_numpyro(regression_run)["log_likelihood"]["y"])
+    """``az.from_numpyro`` finds the log likelihood of each observation, per chain and draw.
+
+    Asked for explicitly: ArviZ 1.x leaves the group out by default (``rcParams["data.log_likelihood"]``).
+    """
+    log_like = np.asarray(az.from_numpyro(regression_run, log_likelihood=True)["log_likelihood"]["y"])
     assert log_like.shape == (NUM_CHAINS, NUM_SAMPLES, len(Y))
     w = np.asarray(regression_run.get_samples(group_by_chain=True)["w"])
     expected = dist.Normal(w @ X.T, 1.0).log_prob(Y)
