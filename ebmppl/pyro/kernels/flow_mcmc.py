@@ -43,8 +43,9 @@ class FlowMCMC(WalkerKernel):
     ``(num_walkers * num_samples, *site_shape)``, which ``Predictive`` takes
     as it is; ``mcmc.summary()`` and ``mcmc.diagnostics()`` compute R-hat and
     ESS across walkers, and :func:`ebmppl.diagnostics.to_arviz` gives one
-    ArviZ chain per walker (``az.from_pyro`` reads Pyro's chain count, one,
-    and cannot).
+    ArviZ chain per walker with the kernel's statistics (``az.from_pyro``
+    sees the walkers as chains too, but its ``sample_stats`` has only Pyro's
+    divergence flags).
     ``kernel.sample_stats`` holds per-draw ``accept_prob``,
     ``potential_energy``, ``global_accept_prob`` and ``local_accept_prob``.
     The model is evaluated for all walkers at once in an outermost
