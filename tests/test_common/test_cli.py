@@ -18,7 +18,8 @@ def ebmppl(*args, cwd=None, timeout=600):
                           timeout=timeout, env=ENV, cwd=cwd)
 
 
-@pytest.mark.parametrize("backend, method", [("numpyro", "flow"), ("pyro", "flow"), ("numpyro", "neutra")])
+@pytest.mark.parametrize("backend, method", [("numpyro", "flow"), ("pyro", "flow"),
+                                             pytest.param("numpyro", "neutra", marks=pytest.mark.slow)])  # ~1.5 min
 def test_train_then_sample(tmp_path, backend, method):
     run = tmp_path / "run"
     out = ebmppl("train", "--backend", backend, "--method", method, "--steps", 30, "--out", run, "--quiet")

@@ -61,6 +61,7 @@ def test_mode_weights_all_chains_start_in_the_light_mode(schedule, should_pass):
     assert bool(np.all(np.abs(z) <= 4)) == should_pass, z
 
 
+@pytest.mark.slow  # a statistical run of ~1 minute: make test-slow (both backends alike)
 def test_model_with_two_sites_and_positive_support():
     def model():
         numpyro.sample("scale", dist.LogNormal(0.0, 0.5))

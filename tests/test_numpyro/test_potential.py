@@ -58,6 +58,7 @@ def test_observed_site_in_a_plate():
     np.testing.assert_allclose(trace["obs"]["fn"].log_prob(data), -quadratic(data))
 
 
+@pytest.mark.slow  # a statistical run of ~1 minute: make test-slow (both backends alike)
 def test_flow_backbone_potential_is_sampled_by_flow_mcmc():
     # p ∝ exp(-E) q with E = ½ x₀²/4: FlowMCMC in data space against exact draws of q reweighted by exp(-E)
     import equinox as eqx

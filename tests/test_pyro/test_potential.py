@@ -77,6 +77,7 @@ def test_non_finite_value_gets_a_nan_density_even_with_a_validating_base():
     assert torch.isnan(out[1])
 
 
+@pytest.mark.slow  # a statistical run of ~1 minute: make test-slow (both backends alike)
 def test_flow_backbone_potential_is_sampled_by_flow_mcmc():
     # p ∝ exp(-E) q with E = ½ x₀²/4: FlowMCMC in data space against exact draws of q reweighted by exp(-E)
     from ebmppl.pyro.flows import neutra_flow

@@ -42,6 +42,7 @@ def grid_moments(log_density):
     return mean, np.sqrt(w @ (GRID - mean) ** 2)
 
 
+@pytest.mark.slow  # a statistical run of ~1 minute: make test-slow (both backends alike)
 def test_loaded_potential_is_normalised_and_samples_its_posterior(run):
     potential = load_potential(run)
     with torch.no_grad():
