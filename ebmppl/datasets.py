@@ -255,7 +255,7 @@ def load_points(path, dim: int | None = None) -> np.ndarray:
         except (OSError, EOFError, ValueError) as err:  # truncated, foreign, or pickled objects
             raise ValueError(f"data file {str(path)!r} could not be read as a .npy array: {err}") from err
     elif suffix == ".csv":
-        points = _load_csv(path)
+        points, header_lines = _load_csv(path)
     else:
         raise ValueError(f"data file {str(path)!r}: expected a .npy or .csv file, got {suffix or 'no extension'!r}")
     points = np.asarray(points)
@@ -268,22 +268,29 @@ def load_points(path, dim: int | None = None) -> np.ndarray:
         raise ValueError(f"data file {str(path)!r}: expected one point per row, got an array of shape {points.shape}")
     bad = np.flatnonzero(~np.isfinite(points).all(axis=1))
     if bad.size:
-        shown = ", ".join(str(i) for i in bad[:5]) + (", ..." if bad.size > 5 else "")
-        raise ValueError(f"data file {str(path)!r}: {bad.size} rows with NaN or infinite values (rows {shown})")
+        # a CSV's rows are named by their line in the file (from 1, the header counted), an array's by index
+        where = bad + header_lines + 1 if suffix == ".csv" else bad
+        shown = ", ".join(str(i) for i in where[:5]) + (", ..." if bad.size > 5 else "")
+        label = "line" if suffix == ".csv" else "row"
+        raise ValueError(f"data file {str(path)!r}: {bad.size} {'row' if bad.size == 1 else 'rows'} with NaN "
+                         f"or infinite values ({label}{'' if bad.size == 1 else 's'} {shown})")
     if dim is not None and points.shape[1] != dim:
         raise ValueError(f"data file {str(path)!r}: points have dimension {points.shape[1]}, expected {dim}")
     return points
 
 
-def _load_csv(path) -> np.ndarray:
+def _load_csv(path) -> tuple[np.ndarray, int]:
+    """The table of a CSV file and the number of header lines before it (0 or 1)."""
     with open(path) as handle:
-        first = handle.readline()
+        lines = [line for line in handle if line.strip()]
     try:
-        [float(field) for field in first.strip().split(",") if field.strip()]
+        [float(field) for field in lines[0].strip().split(",") if field.strip()] if lines else None
         skip = 0
     except ValueError:
         skip = 1  # a header
+    if len(lines) <= skip:
+        raise ValueError(f"data file {str(path)!r} holds no points" + (" (only a header)" if skip else ""))
     try:
-        return np.loadtxt(path, delimiter=",", ndmin=2, skiprows=skip)
+        return np.loadtxt(path, delimiter=",", ndmin=2, skiprows=skip), skip
     except ValueError as err:
         raise ValueError(f"data file {str(path)!r} is not a numeric CSV table: {err}") from err

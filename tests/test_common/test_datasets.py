@@ -1,5 +1,7 @@
 """The synthetic data sets of the papers and the data loaders (numpy only)."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -66,6 +68,16 @@ def test_loaders_give_clear_errors(tmp_path):
     (tmp_path / "truncated.npy").write_bytes(np.lib.format.MAGIC_PREFIX + b"\x01")
     with pytest.raises(ValueError, match="could not be read"):
         load_points(tmp_path / "truncated.npy")
+    (tmp_path / "nan.csv").write_text("a,b\n1,2\n3,nan\n5,6\n")
+    with pytest.raises(ValueError, match=r"1 row with NaN or infinite values \(line 3\)"):  # the file's line
+        load_points(tmp_path / "nan.csv")
+    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "header.csv").write_text("a,b\n")
+    for name in ("empty.csv", "header.csv"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # one clear error, no warning of numpy's before it
+            with pytest.raises(ValueError, match="holds no points"):
+                load_points(tmp_path / name)
     (tmp_path / "words.csv").write_text("a,b\n1,x\n")
     with pytest.raises(ValueError, match="not a numeric CSV"):
         load_points(tmp_path / "words.csv")
