@@ -226,7 +226,8 @@ def plot_samples(run_dir: Path, data: RunData, samples: np.ndarray) -> str:
     shown = min(len(data.train), len(samples), 5000)
     for ax, points, title in ((axes[0], data.train, "data"), (axes[1], samples, "model (chains)")):
         ax.scatter(points[:shown, 0], points[:shown, 1] if points.shape[1] > 1 else np.zeros(shown), s=1, alpha=0.4)
-        ax.set_title(title)
+        ax.set(title=f"{title}: {shown} points", xlabel="x₀")
+    axes[0].set_ylabel("x₁" if data.train.shape[1] > 1 else "")
     return _save(fig, run_dir, "samples.png")
 
 
@@ -251,7 +252,7 @@ def plot_density(run_dir: Path, data: RunData, log_density: Callable[[np.ndarray
     fig, ax = _pyplot().subplots(figsize=(5.5, 4.5))
     mesh = ax.pcolormesh(gx, gy, values, shading="auto")
     fig.colorbar(mesh, ax=ax, label="p(x)")
-    ax.set_title("learned density")
+    ax.set(title="learned density", xlabel="x₀", ylabel="x₁")
     return _save(fig, run_dir, "density.png")
 
 
