@@ -179,7 +179,9 @@ class FlowMCMC(EnsembleKernel):
         def sample(state: FlowMCMCState, model_args, model_kwargs) -> FlowMCMCState:
             key, step_key = jax.random.split(state.rng_key)
             step_key = typed_key(step_key)
-            new, info = core.step(step_key, state.core, target, static, config)
+            density = self._logdensity_of(logdensity, model_args, model_kwargs)  # this run's data
+            step_target = core.Target(jax.vmap(density), jax.vmap(jax.value_and_grad(density)))
+            new, info = core.step(step_key, state.core, step_target, static, config)
             adapt = state.adapt
             if adapt is not None:  # warm-up composed with the step (known when tracing)
                 new, adapt = jax.lax.cond(adapt.i < num_warmup, partial(adapt_step, step_key, info=info),

@@ -210,8 +210,8 @@ class NeuTraHMC(EnsembleKernel):
                                    options.max_leapfrog, options.trajectory_length is None)
         end_of_warmup = warn_at_end_of_warmup("NeuTraHMC", unravel, dim, num_warmup)
 
-        def adapt_step(key, state, adapt, info):
-            state, adapt = warmup.update(key, adapt, state, info, logdensity, static, settings)
+        def adapt_step(key, state, adapt, info, density):
+            state, adapt = warmup.update(key, adapt, state, info, density, static, settings)
             end_of_warmup(adapt.i, adapt.window)
             return state, adapt
 
@@ -219,10 +219,12 @@ class NeuTraHMC(EnsembleKernel):
             key, step_key = jax.random.split(state.rng_key)
             step_key = typed_key(step_key)
             adapt = state.adapt
+            density = self._logdensity_of(logdensity, model_args, model_kwargs)  # this run's data
             cap = options.max_leapfrog if adapt is None else warmup.leapfrog_cap(adapt, settings)
-            new, info = core.step(step_key, state.core, logdensity, static, cap)
+            new, info = core.step(step_key, state.core, density, static, cap)
             if adapt is not None:  # warm-up composed with the step (known when tracing)
-                new, adapt = jax.lax.cond(adapt.i < num_warmup, partial(adapt_step, step_key, info=info),
+                new, adapt = jax.lax.cond(adapt.i < num_warmup,
+                                          partial(adapt_step, step_key, info=info, density=density),
                                           lambda s, a: (s, a), new, adapt)
             return _wrap(new, info, adapt, state.num_nonfinite + info.num_nonfinite, unravel, key)
 

@@ -73,6 +73,8 @@ class EnsembleKernel(MCMCKernel):
         self._schedule = None  # the schedule of the last run, resolved against its warm-up
         self._init_strategy = init_strategy
         self._postprocess_fn = None
+        self._potential_gen = None  # the model's potential of given arguments (a model only)
+        self._unravel = None
         self._sample_fn = None
 
     def _walkers(self, rng_key, init_params, model_args, model_kwargs) -> Walkers:
@@ -81,13 +83,15 @@ class EnsembleKernel(MCMCKernel):
         # the state's key keeps the style the host gave (NumPyro swaps it in on a continued run);
         # flowjax, inside the step, gets typed keys
         key, init_key, flow_key = jax.random.split(rng_key[0], 3)
-        init_params, potential_fn, postprocess = initial_params(
+        init_params, potential_gen, postprocess = initial_params(
             self._name, init_key, num_chains, init_params, self._model, self._init_strategy,
             model_args, model_kwargs,
         )
-        if potential_fn is not None:
-            self._potential_fn, self._postprocess_fn = potential_fn, postprocess
+        if potential_gen is not None:
+            self._potential_gen, self._postprocess_fn = potential_gen, postprocess
+            self._potential_fn = potential_gen(*model_args, **model_kwargs)
         logdensity, unravel, position = flat_logdensity(self._potential_fn, init_params)
+        self._unravel = unravel
         return Walkers(key, typed_key(init_key), typed_key(flow_key), init_params, logdensity, unravel, position)
 
     @property
@@ -115,6 +119,19 @@ class EnsembleKernel(MCMCKernel):
     def sample(self, state, model_args, model_kwargs):
         return self._sample_fn(state, model_args, model_kwargs)
 
+    def _logdensity_of(self, logdensity: Callable, model_args, model_kwargs) -> Callable:
+        """The flat log density for the arguments ``sample`` is given: a model's is rebuilt from them.
+
+        With ``MCMC(..., jit_model_args=True)`` NumPyro compiles ``sample`` once
+        and passes each run's arguments as traced values; a log density fixed
+        at ``init`` would keep the first run's data. ``logdensity`` (that of
+        ``init``) serves a ``potential_fn``, which takes no arguments.
+        """
+        if self._potential_gen is None:
+            return logdensity
+        potential_fn, unravel = self._potential_gen(*model_args, **model_kwargs), self._unravel
+        return lambda x: -potential_fn(unravel(x))
+
     # --- how it shows in a notebook: its target, flow and options --------------------------
     def _rows(self) -> list[tuple[str, str]]:
         return kernel_rows(self._model, self._potential_fn, self._flow, self._options)
@@ -141,8 +158,9 @@ def initial_params(name, key, num_chains, init_params, model, init_strategy, mod
     """Initial unconstrained parameters (leading axis: chains) and, for a model, its potential.
 
     Returns:
-        ``(init_params, potential_fn, postprocess_gen)``; the last two are
-        ``None`` without a model.
+        ``(init_params, potential_gen, postprocess_gen)``: the model's potential
+        and postprocessing of given model arguments; the last two are ``None``
+        without a model.
     """
     if init_params is not None:
         sizes = {jnp.shape(leaf)[0] if jnp.ndim(leaf) else None for leaf in jax.tree.leaves(init_params)}
@@ -167,8 +185,7 @@ def initial_params(name, key, num_chains, init_params, model, init_strategy, mod
             f"{name} could not initialise: the model's log density (energy) is not finite "
             f"at any initial point tried ({err})"
         ) from err
-    potential_fn = potential_gen(*model_args, **model_kwargs)
-    return (info.z if init_params is None else init_params), potential_fn, postprocess_gen
+    return (info.z if init_params is None else init_params), potential_gen, postprocess_gen
 
 
 def flat_logdensity(potential_fn: Callable, init_params) -> tuple[Callable, Callable, jax.Array]:
