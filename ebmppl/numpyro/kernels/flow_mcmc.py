@@ -151,8 +151,10 @@ class FlowMCMC(EnsembleKernel):
         )
         num_chains, dim = position.shape
 
-        value_and_grad = jax.value_and_grad(logdensity)
-        target = core.Target(jax.vmap(logdensity), jax.vmap(value_and_grad))
+        def target_of(density):
+            return core.Target(jax.vmap(density), jax.vmap(jax.value_and_grad(density)))
+
+        target = target_of(logdensity)
         options = self._options
         schedule = self._schedule = options.schedule_for(num_warmup)
         flow, fresh_params, ready = build_flow(self._flow, default_flow, flow_key, dim, schedule)
@@ -179,9 +181,8 @@ class FlowMCMC(EnsembleKernel):
         def sample(state: FlowMCMCState, model_args, model_kwargs) -> FlowMCMCState:
             key, step_key = jax.random.split(state.rng_key)
             step_key = typed_key(step_key)
-            density = self._logdensity_of(logdensity, model_args, model_kwargs)  # this run's data
-            step_target = core.Target(jax.vmap(density), jax.vmap(jax.value_and_grad(density)))
-            new, info = core.step(step_key, state.core, step_target, static, config)
+            density = self._logdensity_of(logdensity, unravel, model_args, model_kwargs)  # this run's data
+            new, info = core.step(step_key, state.core, target_of(density), static, config)
             adapt = state.adapt
             if adapt is not None:  # warm-up composed with the step (known when tracing)
                 new, adapt = jax.lax.cond(adapt.i < num_warmup, partial(adapt_step, step_key, info=info),

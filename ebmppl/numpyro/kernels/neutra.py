@@ -219,7 +219,7 @@ class NeuTraHMC(EnsembleKernel):
             key, step_key = jax.random.split(state.rng_key)
             step_key = typed_key(step_key)
             adapt = state.adapt
-            density = self._logdensity_of(logdensity, model_args, model_kwargs)  # this run's data
+            density = self._logdensity_of(logdensity, unravel, model_args, model_kwargs)  # this run's data
             cap = options.max_leapfrog if adapt is None else warmup.leapfrog_cap(adapt, settings)
             new, info = core.step(step_key, state.core, density, static, cap)
             if adapt is not None:  # warm-up composed with the step (known when tracing)

@@ -74,7 +74,6 @@ class EnsembleKernel(MCMCKernel):
         self._init_strategy = init_strategy
         self._postprocess_fn = None
         self._potential_gen = None  # the model's potential of given arguments (a model only)
-        self._unravel = None
         self._sample_fn = None
 
     def _walkers(self, rng_key, init_params, model_args, model_kwargs) -> Walkers:
@@ -91,7 +90,6 @@ class EnsembleKernel(MCMCKernel):
             self._potential_gen, self._postprocess_fn = potential_gen, postprocess
             self._potential_fn = potential_gen(*model_args, **model_kwargs)
         logdensity, unravel, position = flat_logdensity(self._potential_fn, init_params)
-        self._unravel = unravel
         return Walkers(key, typed_key(init_key), typed_key(flow_key), init_params, logdensity, unravel, position)
 
     @property
@@ -119,7 +117,7 @@ class EnsembleKernel(MCMCKernel):
     def sample(self, state, model_args, model_kwargs):
         return self._sample_fn(state, model_args, model_kwargs)
 
-    def _logdensity_of(self, logdensity: Callable, model_args, model_kwargs) -> Callable:
+    def _logdensity_of(self, logdensity: Callable, unravel: Callable, model_args, model_kwargs) -> Callable:
         """The flat log density for the arguments ``sample`` is given: a model's is rebuilt from them.
 
         With ``MCMC(..., jit_model_args=True)`` NumPyro compiles ``sample`` once
@@ -129,8 +127,7 @@ class EnsembleKernel(MCMCKernel):
         """
         if self._potential_gen is None:
             return logdensity
-        potential_fn, unravel = self._potential_gen(*model_args, **model_kwargs), self._unravel
-        return lambda x: -potential_fn(unravel(x))
+        return _flat(self._potential_gen(*model_args, **model_kwargs), unravel)
 
     # --- how it shows in a notebook: its target, flow and options --------------------------
     def _rows(self) -> list[tuple[str, str]]:
@@ -193,6 +190,11 @@ def flat_logdensity(potential_fn: Callable, init_params) -> tuple[Callable, Call
     _, unravel = ravel_pytree(jax.tree.map(lambda leaf: leaf[0], init_params))
     position = jax.vmap(lambda params: ravel_pytree(params)[0])(init_params)
     position = jnp.asarray(position, jnp.result_type(float))
+    return _flat(potential_fn, unravel), unravel, position
+
+
+def _flat(potential_fn: Callable, unravel: Callable) -> Callable:
+    """The log density of one flat point: ``x -> -potential_fn(unravel(x))``, checked to be a scalar."""
 
     def logdensity(x):
         value = -potential_fn(unravel(x))
@@ -200,7 +202,7 @@ def flat_logdensity(potential_fn: Callable, init_params) -> tuple[Callable, Call
             raise ValueError(f"the potential must return a scalar per chain, got shape {jnp.shape(value)}")
         return value
 
-    return logdensity, unravel, position
+    return logdensity
 
 
 def warn_at_end_of_warmup(kernel: str, unravel: Callable, dim: int, num_warmup: int) -> Callable:
