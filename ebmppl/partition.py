@@ -58,8 +58,12 @@ class LogPartition(NamedTuple):
         return html_table("LogPartition", self._rows())
 
 
-def log_partition_from_log_weights(log_weights, min_ess_fraction: float = 0.01) -> LogPartition:
+def log_partition_from_log_weights(log_weights, min_ess_fraction: float = 0.01, *,
+                                   name: str = "log_partition") -> LogPartition:
     """``log Z`` from log importance weights (numpy, float64), warning when the ESS is too low.
+
+    ``name`` is the function named in errors and warnings (``log_partition``
+    or ``log_evidence``).
 
     Raises:
         ValueError: a weight is NaN or ``+inf`` (the energy is NaN or ``-inf``
@@ -70,19 +74,19 @@ def log_partition_from_log_weights(log_weights, min_ess_fraction: float = 0.01) 
     bad = np.isnan(log_w) | (log_w == np.inf)
     if bad.any():
         raise ValueError(
-            f"log_partition: the energy is NaN or -inf at {int(bad.sum())} of {n} flow draws "
+            f"{name}: the energy is NaN or -inf at {int(bad.sum())} of {n} flow draws "
             "(their importance weights are NaN or infinite)"
         )
     top = log_w.max()
     if top == -np.inf:
-        raise ValueError(f"log_partition: all {n} importance weights are zero (the energy is +inf at every draw)")
+        raise ValueError(f"{name}: all {n} importance weights are zero (the energy is +inf at every draw)")
     w = np.exp(log_w - top)
     mean = w.mean()
     stderr = float(w.std(ddof=1) / (mean * math.sqrt(n))) if n > 1 else math.inf
     ess = float(w.sum() ** 2 / (w**2).sum())
     if ess < max(10.0, min_ess_fraction * n):
         warnings.warn(
-            f"log_partition: the importance weights' effective sample size is {ess:.1f} of {n} draws; "
+            f"{name}: the importance weights' effective sample size is {ess:.1f} of {n} draws; "
             "the flow is far from the model and the estimate and its standard error are not to be trusted"
         )
     return LogPartition(float(top + math.log(mean)), stderr, ess, n)

@@ -2,13 +2,13 @@
 
 from ebmppl.numpyro.kernels import FlowMCMC, FlowMCMCState, NeuTraHMC, NeuTraHMCState, WarmupSchedule
 from ebmppl.partition import LogPartition
-from ebmppl.numpyro.partition import log_partition
+from ebmppl.numpyro.partition import log_evidence, log_partition
 from ebmppl.numpyro.potential import Potential
 from ebmppl.numpyro.training import EBMTrainer, TrainResult, TrainState
 
 __all__ = [
     "EBMTrainer", "FlowMCMC", "FlowMCMCState", "LogPartition", "NeuTraHMC", "NeuTraHMCState", "Potential", "TrainResult", "TrainState",
-    "WarmupSchedule", "load_potential", "log_partition",
+    "WarmupSchedule", "load_potential", "log_evidence", "log_partition",
 ]
 
 

@@ -2,13 +2,13 @@
 
 from ebmppl.pyro.kernels import FlowMCMC, NeuTraHMC, WarmupSchedule
 from ebmppl.partition import LogPartition
-from ebmppl.pyro.partition import log_partition
+from ebmppl.pyro.partition import log_evidence, log_partition
 from ebmppl.pyro.potential import Potential
 from ebmppl.pyro.training import EBMTrainer, TrainResult, TrainState
 
 __all__ = [
     "EBMTrainer", "FlowMCMC", "LogPartition", "NeuTraHMC", "Potential", "TrainResult", "TrainState", "WarmupSchedule",
-    "load_potential", "log_partition",
+    "load_potential", "log_evidence", "log_partition",
 ]
 
 

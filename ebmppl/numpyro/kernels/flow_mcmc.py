@@ -14,6 +14,7 @@ from ebmppl.numpyro.flows import default_flow, identity_whitening, partition_flo
 from ebmppl.numpyro.kernels import core
 from ebmppl.numpyro.kernels.setup import (
     EnsembleKernel,
+    RunParts,
     build_flow,
     check_initial_energy,
     warn_at_end_of_warmup,
@@ -190,9 +191,14 @@ class FlowMCMC(EnsembleKernel):
             return _wrap(new, info, adapt, state.num_nonfinite + info.num_nonfinite, unravel, key)
 
         self._sample_fn = sample
+        self._run = RunParts(logdensity, unravel, static)
         zeros = jnp.zeros(num_chains, position.dtype)
         info = core.CoreInfo(zeros, zeros, zeros, jnp.zeros(num_chains, jnp.int32))
         return _wrap(state, info, adapt, info.num_nonfinite, unravel, key)
+
+    def _flow_of(self, state: FlowMCMCState):
+        flow = state.core.flow
+        return flow.params, flow.whitening, flow.ready
 
     @staticmethod
     def without_adaptation(state: FlowMCMCState) -> FlowMCMCState:

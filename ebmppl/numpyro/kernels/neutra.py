@@ -17,6 +17,7 @@ from ebmppl.numpyro.flows import identity_whitening, neutra_flow, partition_flow
 from ebmppl.numpyro.kernels import neutra_core as core
 from ebmppl.numpyro.kernels.setup import (
     EnsembleKernel,
+    RunParts,
     build_flow,
     check_initial_energy,
     warn_at_end_of_warmup,
@@ -182,6 +183,7 @@ class NeuTraHMC(EnsembleKernel):
         params, static = partition_flow(flow)
         state, adapt = self._start(position, logdensity, params, static, fresh_params, schedule, num_warmup)
         self._sample_fn = self._sampler(logdensity, static, schedule, num_warmup, unravel, dim)
+        self._run = RunParts(logdensity, unravel, static)
         info = core.CoreInfo(jnp.zeros(num_chains, position.dtype), jnp.zeros(num_chains, bool),
                              jnp.zeros((), jnp.int32), jnp.zeros(num_chains, jnp.int32))
         return _wrap(state, info, adapt, info.num_nonfinite, unravel, key)
@@ -229,6 +231,10 @@ class NeuTraHMC(EnsembleKernel):
             return _wrap(new, info, adapt, state.num_nonfinite + info.num_nonfinite, unravel, key)
 
         return sample
+
+    def _flow_of(self, state: NeuTraHMCState):
+        transport = state.core.transport  # the latent walkers are standard normal: the flow is the proposal
+        return transport.params, transport.whitening, True
 
     @staticmethod
     def without_adaptation(state: NeuTraHMCState) -> NeuTraHMCState:

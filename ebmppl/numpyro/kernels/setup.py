@@ -30,7 +30,7 @@ from ebmppl.numpyro.keys import typed_key
 from ebmppl.options import check_target
 from ebmppl.schedule import WarmupSchedule
 
-__all__ = ["EnsembleKernel", "Walkers", "build_flow", "check_initial_energy", "check_vectorized", "flat_logdensity", "initial_params",
+__all__ = ["EnsembleKernel", "RunParts", "Walkers", "build_flow", "check_initial_energy", "check_vectorized", "flat_logdensity", "initial_params",
            "warn_at_end_of_warmup"]
 
 
@@ -55,12 +55,27 @@ class Walkers(NamedTuple):
     position: jax.Array
 
 
+class RunParts(NamedTuple):
+    """What :func:`~ebmppl.numpyro.log_evidence` needs of a kernel's last ``init``.
+
+    Attributes:
+        logdensity: the log density of one flat point (of the arguments ``init`` got).
+        unravel: flat point -> the model's pytree.
+        flow_static: the static part of the flow (its parameters are in the state).
+    """
+
+    logdensity: Callable
+    unravel: Callable
+    flow_static: Any
+
+
 class EnsembleKernel(MCMCKernel):
     """What ebmppl's NumPyro kernels share: all chains advance together, the state's ``z`` is sampled.
 
     Subclasses call ``__init__`` with their name and set ``_options`` (a frozen
-    option object), ``_schedule`` and ``_sample_fn`` (the step built by
-    ``init``). A kernel prints its target, flow and options, and shows them as a
+    option object), ``_schedule``, ``_sample_fn`` (the step built by
+    ``init``) and ``_run`` (:class:`RunParts`), and say where a state keeps its
+    flow (``_flow_of``). A kernel prints its target, flow and options, and shows them as a
     table in a notebook.
     """
 
@@ -75,6 +90,7 @@ class EnsembleKernel(MCMCKernel):
         self._postprocess_fn = None
         self._potential_gen = None  # the model's potential of given arguments (a model only)
         self._sample_fn = None
+        self._run: RunParts | None = None
 
     def _walkers(self, rng_key, init_params, model_args, model_kwargs) -> Walkers:
         """The run's walkers, keys and flat log density (see :class:`Walkers`)."""
@@ -128,6 +144,38 @@ class EnsembleKernel(MCMCKernel):
         if self._potential_gen is None:
             return logdensity
         return _flat(self._potential_gen(*model_args, **model_kwargs), unravel)
+
+    def _flow_of(self, state) -> tuple[Any, Any, Any]:
+        """``(params, whitening, ready)`` of the flow a state carries."""
+        raise NotImplementedError
+
+    def frozen_proposal(self, state, model_args=(), model_kwargs=None) -> tuple[Any, Any, Callable]:
+        """The flow of a run's ``state`` as a proposal, and the log density of the run's model.
+
+        Args:
+            state: the kernel's state after warm-up (``mcmc.last_state``).
+            model_args, model_kwargs: the model's arguments (those of the run).
+
+        Returns:
+            ``(flow, whitening, logdensity)``: the flowjax flow on whitened
+            coordinates, the :class:`~ebmppl.numpyro.flows.Whitening` to data
+            coordinates, and the flat unconstrained log density of one point
+            (Jacobians of constrained sites included).
+
+        Raises:
+            ValueError: no run yet, or a flow that was never fitted.
+        """
+        if self._run is None or state is None:
+            raise ValueError(f"{self._name} has no finished run: call mcmc.run(...) first")
+        params, whitening, ready = self._flow_of(state)
+        if not bool(ready):
+            raise ValueError(
+                f"{self._name}'s flow was never fitted (no warm-up, or a schedule without fits): "
+                "it is no proposal for the evidence"
+            )
+        flow = eqx.combine(params, self._run.flow_static)
+        density = self._logdensity_of(self._run.logdensity, self._run.unravel, model_args, model_kwargs or {})
+        return flow, whitening, density
 
     # --- how it shows in a notebook: its target, flow and options --------------------------
     def _rows(self) -> list[tuple[str, str]]:

@@ -155,6 +155,9 @@ class FlowMCMC(WalkerKernel):
         self._state, self._info = state, info
         return self._layout.unflatten(state.position)
 
+    def _flow_of(self, state: core.CoreState):
+        return state.flow.flow, state.flow.whitening, bool(state.flow.ready)
+
     def logging(self) -> OrderedDict:
         info = self._info
         return OrderedDict(

@@ -161,6 +161,10 @@ class NeuTraHMC(WalkerKernel):
         self._state, self._info = state, info
         return self._layout.unflatten(state.position)
 
+    def _flow_of(self, state: core.CoreState):
+        transport = state.transport  # the latent walkers are standard normal: the flow is the proposal
+        return transport.flow, transport.whitening, True
+
     def logging(self) -> OrderedDict:
         info = self._info
         return OrderedDict(

@@ -151,6 +151,35 @@ class WalkerKernel(MCMCKernel):
     def cleanup(self) -> None:
         """Nothing to release: the state stays readable after the run."""
 
+    def _flow_of(self, state) -> tuple[Any, Any, bool]:
+        """``(flow, whitening, ready)`` of the flow a state carries."""
+        raise NotImplementedError
+
+    def frozen_proposal(self) -> tuple[Any, Any, Callable]:
+        """The flow of the last run as a proposal, and the log density of the run's model.
+
+        Returns:
+            ``(flow, whitening, logdensity)``: the flow module on whitened
+            coordinates, the :class:`~ebmppl.pyro.flows.Whitening` to data
+            coordinates, and the batched flat unconstrained log density
+            ``(n, D) -> (n,)`` (Jacobians of constrained sites included).
+
+        Raises:
+            ValueError: no run in this process yet, or a flow that was never fitted.
+        """
+        if self._state is None:
+            raise ValueError(
+                f"{self._name} has no finished run in this process: call mcmc.run(...) first "
+                "(with num_chains=1: the walkers are the chains)"
+            )
+        flow, whitening, ready = self._flow_of(self._state)
+        if not ready:
+            raise ValueError(
+                f"{self._name}'s flow was never fitted (no warm-up, or a schedule without fits): "
+                "it is no proposal for the evidence"
+            )
+        return flow, whitening, self._target.logdensity
+
 
 def resolve_num_walkers(name: str, requested: int | None, params, default: int) -> int:
     """The number of walkers: ``requested``, else the leading size of ``params``, else ``default``."""
