@@ -61,9 +61,15 @@ def run_flowmc(log_density, initial_position, *, num_production_steps: int = 500
     return {
         "samples": samples,
         "wall_s": wall,
-        "global_accept": float(np.mean(resources["global_accs_production"].data)),
-        "local_accept": float(np.mean(resources["local_accs_production"].data)),
+        # each buffer starts at -inf and is filled only in its own half of every loop
+        "global_accept": _finite_mean(resources["global_accs_production"].data),
+        "local_accept": _finite_mean(resources["local_accs_production"].data),
     }
+
+
+def _finite_mean(values) -> float:
+    values = np.asarray(values)
+    return float(values[np.isfinite(values)].mean())
 
 
 if __name__ == "__main__":
