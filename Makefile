@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.ebmppl-installed
 
-.PHONY: demo demo-sampler test test-slow bench install docs tutorials test-arviz1
+.PHONY: demo demo-sampler test test-slow bench bench-standard install docs tutorials test-arviz1
 
 install: $(STAMP)
 
@@ -35,6 +35,11 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[bench]"
 	$(PY) benchmarks/flow_mcmc.py
+
+# the field's standard targets (GMM-40, Many-Well-32, funnel, 50-D Student-t mixture) against the peers
+bench-standard: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[bench]"
+	$(PY) benchmarks/standard_targets.py --compile --figure standard_targets.png
 
 # the Sphinx site (docs/), offline, warnings as errors; HTML in docs/_build/html
 docs: $(STAMP)

@@ -117,6 +117,7 @@ def run_pyro_flow(target: Target, init: np.ndarray, seed: int, warmup: int, samp
 
     from ebmppl.pyro import FlowMCMC, log_evidence
 
+    torch.set_num_threads(1)  # two torch threads on two cores shared with JAX ran 2-3x slower
     log_density = torch_log_density(target)
     kernel = FlowMCMC(potential_fn=lambda params: -log_density(params["x"]), num_walkers=init.shape[0])
     pyro.set_rng_seed(seed)
@@ -204,6 +205,13 @@ def _mcse_of_mean(indicator: np.ndarray) -> float:
     return float(indicator.std() / math.sqrt(indicator.size))
 
 
+def _z(estimate: float, truth: float, mcse: float) -> float:
+    """``(estimate - truth) / mcse``; a chain set that never moved (MCSE 0) is infinitely far off."""
+    if mcse > 0:
+        return (estimate - truth) / mcse
+    return 0.0 if estimate == truth else math.copysign(math.inf, estimate - truth)
+
+
 def score(target: Target, key: str, out: dict, seed: int) -> dict:
     chains = out.get("chains")
     flat = chains.reshape(-1, target.dim) if chains is not None else np.asarray(out["samples"], np.float64)
@@ -247,14 +255,13 @@ def score(target: Target, key: str, out: dict, seed: int) -> dict:
         row["ks_p"] = float(stats.kstest(thin, stats.norm(0, 3).cdf).pvalue)
         neck = (chains[..., 0] < -6) if chains is not None else (v < -6)
         row["neck"] = float(neck.mean())
-        row["neck_z"] = (row["neck"] - FUNNEL_NECK) / max(_mcse_of_mean(neck), 1e-300)
+        row["neck_z"] = _z(row["neck"], FUNNEL_NECK, _mcse_of_mean(neck))
     if key == "manywell32":
         deep = (chains[..., 0::2] > 0) if chains is not None else (flat[:, 0::2] > 0)
         occupancy = deep.reshape(-1, 16).mean(0)
         mcse = np.array([_mcse_of_mean(deep[..., j]) for j in range(16)])
         row["occupancy_min"], row["occupancy_max"] = float(occupancy.min()), float(occupancy.max())
-        # a well never left (MCSE 0) counts as infinitely many MCSE off
-        row["occupancy_max_z"] = float(np.max(np.abs(occupancy - WELL_DEEP) / np.maximum(mcse, 1e-300)))
+        row["occupancy_max_z"] = float(max(abs(_z(o, WELL_DEEP, m)) for o, m in zip(occupancy, mcse)))
     return row
 
 
@@ -298,8 +305,11 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="append every row to this JSON-lines file")
     parser.add_argument("--figure", type=Path, help="draw each target's exact draws beside each sampler's "
                         "(first seed) into this PNG")
+    parser.add_argument("--draws", type=Path, default=Path("standard_targets_draws"),
+                        help="folder where 3,000 draws of each first-seed run are kept for the figure "
+                        "(a figure shows every run found there, from this call or an earlier one)")
     args = parser.parse_args()
-    kept: dict[tuple[str, str], np.ndarray] = {}
+    rows: dict[tuple[str, str], list[dict]] = {}
     for key in args.targets:
         target = TARGETS[key]
         print(f"== {target.name} (dim {target.dim}, log Z {target.log_z:.5f})", flush=True)
@@ -315,14 +325,53 @@ def main() -> None:
                     print(f"  seed {seed} {name:14s} FAILED: {type(err).__name__}: {err}"[:400], flush=True)
                     continue
                 print(f"  seed {seed} {name:14s} {_fmt(row, key)}", flush=True)
+                rows.setdefault((key, name), []).append(row)
                 if seed == args.seeds[0]:
                     draws = out["chains"].reshape(-1, target.dim) if out.get("chains") is not None else out["samples"]
-                    kept[key, name] = np.asarray(draws)
+                    args.draws.mkdir(exist_ok=True)
+                    pick = np.random.default_rng(0).choice(len(draws), min(3000, len(draws)), replace=False)
+                    np.save(args.draws / f"{key}__{name.replace(' ', '_')}.npy", np.asarray(draws)[pick])
                 if args.json:
                     with args.json.open("a") as fh:
                         fh.write(json.dumps({"target": key, "seed": seed, "sampler": name, **row}) + "\n")
     if args.figure:
-        figure(kept, args.targets, args.samplers, args.figure)
+        kept = {tuple(path.stem.replace("_", " ").split("  ")): np.load(path) for path in args.draws.glob("*__*.npy")}
+        figure(kept, list(TARGETS), list(SAMPLERS), args.figure)
+    print("== the issue's bars (defaults; every seed run here)")
+    for (key, name), found in rows.items():
+        if (key, name) in BARS:
+            checks = [(what, all(test(row) for row in found)) for what, test in BARS[key, name]]
+            ratios = [row["max_weight_err"] / row["floor"] for row in found if "floor" in row]
+            mean_ratio = f", mean weight error / floor {np.mean(ratios):.2f}x" if ratios else ""
+            print(f"  {TARGETS[key].name:13s} {name:10s} {len(found)} seeds{mean_ratio}: "
+                  + "; ".join(f"{what} {'yes' if ok else 'NO'}" for what, ok in checks))
+
+
+#: the bars of the issue for our default kernel of each target: (what, test of one seed's row)
+BARS = {
+    ("gmm40", "FlowMCMC"): [
+        ("EMC >= 0.99", lambda r: r["emc"] >= 0.99),
+        ("weight error <= 1.2x floor", lambda r: r["max_weight_err"] <= 1.2 * r["floor"]),
+        ("|dlogZ| <= 0.01", lambda r: r["abs_dlogz"] <= 0.01),
+        ("under 20 s", lambda r: r["wall_s"] + (r.get("log_z_s") or 0) < 20),
+    ],
+    ("manywell32", "FlowMCMC"): [
+        ("|dlogZ| <= 0.03", lambda r: r["abs_dlogz"] <= 0.03),
+        ("every well within 3 MCSE", lambda r: r["occupancy_max_z"] <= 3),
+    ],
+    ("mos50", "FlowMCMC"): [
+        ("every mode found", lambda r: r["modes_found"] == 10),
+        ("weight error <= 1.5x floor", lambda r: r["max_weight_err"] <= 1.5 * r["floor"]),
+    ],
+    ("funnel10", "NeuTraHMC"): [
+        ("KS p(v) > 0.05", lambda r: r["ks_p"] > 0.05),
+        ("neck within 3 MCSE", lambda r: abs(r["neck_z"]) <= 3),
+        ("|dlogZ| <= 0.01", lambda r: r["abs_dlogz"] <= 0.01),
+    ],
+    ("mixture10", "FlowMCMC"): [
+        ("weight error <= 1.5x floor", lambda r: r["max_weight_err"] <= 1.5 * r["floor"]),
+    ],
+}
 
 
 #: the two coordinates drawn for each target
@@ -337,6 +386,7 @@ def figure(kept: dict, target_keys: list[str], samplers: list[str], path: Path, 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    target_keys = [k for k in target_keys if any((k, s) in kept for s in samplers)]
     columns = ["exact"] + [s for s in samplers if any((k, s) in kept for k in target_keys)]
     fig, axes = plt.subplots(len(target_keys), len(columns), figsize=(2.4 * len(columns), 2.4 * len(target_keys)),
                              squeeze=False)
