@@ -66,6 +66,8 @@ class FlowMCMCOptions:
         step_size: initial local step size.
         target_accept_prob: local acceptance that step-size adaptation aims at.
         schedule: the warm-up schedule, or ``None`` for ``WarmupSchedule.default(num_warmup)``.
+        defensive: share of the global candidates drawn from a Gaussian twice as wide as the
+            chains' spread (the proposal is that mixture), in ``[0, 1)``.
     """
 
     num_particles: int = 8
@@ -75,6 +77,7 @@ class FlowMCMCOptions:
     step_size: float = 0.1
     target_accept_prob: float = 0.65
     schedule: WarmupSchedule | None = None
+    defensive: float = 0.1
 
     def validate(self) -> "FlowMCMCOptions":
         """A checked copy with ``num_leapfrog`` resolved.
@@ -93,8 +96,11 @@ class FlowMCMCOptions:
                 "need num_particles >= 2, num_local_steps >= 0, num_leapfrog >= 1, step_size > 0; "
                 f"got {self.num_particles}, {self.num_local_steps}, {num_leapfrog}, {self.step_size}"
             )
+        if not 0.0 <= self.defensive < 1.0:
+            raise ValueError(f"defensive must be in [0, 1), got {self.defensive}")
         return dataclasses.replace(self, num_leapfrog=int(num_leapfrog), step_size=float(self.step_size),
-                                   target_accept_prob=float(self.target_accept_prob))
+                                   target_accept_prob=float(self.target_accept_prob),
+                                   defensive=float(self.defensive))
 
     def schedule_for(self, num_warmup: int) -> WarmupSchedule:
         """The schedule of a run with ``num_warmup`` warm-up iterations, checked against it."""

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ebmppl.partition import LogPartition, log_partition_from_log_weights
-from ebmppl.numpyro.flows import proposal_log_prob, proposal_sample_and_log_prob
+from ebmppl.numpyro.flows import proposal_log_prob, proposal_sample_and_log_prob, wide_gaussian_log_prob
 from ebmppl.numpyro.kernels.setup import EnsembleKernel
 from ebmppl.numpyro.keys import typed_key
 from ebmppl.numpyro.potential import Potential
@@ -137,7 +137,8 @@ def log_evidence(
 
     Returns:
         A :class:`~ebmppl.partition.LogPartition` ``(log_z, stderr, ess, num_samples)``
-        for the model with the arguments of the last ``mcmc.run``, with a warning when the weights' ESS is below 1% of the draws.
+        for the model with the arguments of the last ``mcmc.run``, with a
+        warning when the weights' ESS is below 1% of the draws.
 
     Raises:
         TypeError: ``mcmc`` did not run an ebmppl kernel.
@@ -169,14 +170,12 @@ def log_evidence(
     flow, whitening, logdensity = kernel.frozen_proposal(state, getattr(mcmc, "_args", ()),
                                                          getattr(mcmc, "_kwargs", {}))
     dim = whitening.loc.shape[0]
-    wide = whitening._replace(matrix=2.0 * whitening.matrix, inverse=0.5 * whitening.inverse,
-                              log_det=whitening.log_det + dim * jnp.log(2.0))
     num_wide = int(round(defensive * num_samples))
     share = num_wide / num_samples
 
     def log_weights(x, log_q):
         if share > 0:
-            log_q = jnp.logaddexp(jnp.log1p(-share) + log_q, jnp.log(share) + _gaussian_log_prob(wide, x))
+            log_q = jnp.logaddexp(jnp.log1p(-share) + log_q, jnp.log(share) + wide_gaussian_log_prob(whitening, x))
         return jax.vmap(logdensity)(x) - log_q
 
     @partial(jax.jit, static_argnums=1)
@@ -185,19 +184,13 @@ def log_evidence(
 
     @partial(jax.jit, static_argnums=1)
     def from_wide(key, count):
-        x = wide.loc + jax.random.normal(key, (count, dim), whitening.loc.dtype) @ wide.matrix.T
+        x = whitening.loc + 2.0 * jax.random.normal(key, (count, dim), whitening.loc.dtype) @ whitening.matrix.T
         return log_weights(x, proposal_log_prob(flow, whitening, x))
 
     flow_key, wide_key = jax.random.split(typed_key(rng_key))
     found = [_in_batches(from_flow, flow_key, num_samples - num_wide, batch_size),
              _in_batches(from_wide, wide_key, num_wide, batch_size)]
     return log_partition_from_log_weights(np.concatenate(found), name="log_evidence")
-
-
-def _gaussian_log_prob(whitening, x: jax.Array) -> jax.Array:
-    """``log N(x; loc, M Mᵀ)`` of a whitening ``(loc, M)``."""
-    u = (x - whitening.loc) @ whitening.inverse.T
-    return -0.5 * jnp.sum(u**2, -1) - 0.5 * u.shape[-1] * jnp.log(2 * jnp.pi) - whitening.log_det
 
 
 def _in_batches(fn, key, count: int, batch_size: int) -> np.ndarray:

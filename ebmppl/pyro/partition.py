@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ebmppl.partition import LogPartition, log_partition_from_log_weights
-from ebmppl.pyro.flows import proposal_log_prob, proposal_sample_and_log_prob
+from ebmppl.pyro.flows import proposal_log_prob, proposal_sample_and_log_prob, wide_gaussian_log_prob
 from ebmppl.pyro.kernels.setup import WalkerKernel
 from ebmppl.pyro.potential import Potential
 
@@ -150,33 +150,26 @@ def log_evidence(mcmc, num_samples: int = 10_000, *, defensive: float = 0.1, bat
         raise ValueError(f"defensive must be in [0, 1), got {defensive}")
     flow, whitening, logdensity = kernel.frozen_proposal()
     dim = whitening.loc.shape[0]
-    wide = whitening._replace(matrix=2.0 * whitening.matrix, inverse=0.5 * whitening.inverse,
-                              log_det=whitening.log_det + dim * math.log(2.0))
     num_wide = int(round(defensive * num_samples))
     share = num_wide / num_samples
 
     def log_weights(x, log_q):
         if share > 0:
-            log_q = torch.logaddexp(math.log1p(-share) + log_q, math.log(share) + _gaussian_log_prob(wide, x))
+            log_q = torch.logaddexp(math.log1p(-share) + log_q, math.log(share) + wide_gaussian_log_prob(whitening, x))
         return (logdensity(x) - log_q).double().cpu().numpy()
 
     def from_flow(count):
         return log_weights(*proposal_sample_and_log_prob(flow, whitening, (count,)))
 
     def from_wide(count):
-        x = wide.loc + torch.randn(count, dim, dtype=wide.loc.dtype, device=wide.loc.device) @ wide.matrix.T
+        noise = torch.randn(count, dim, dtype=whitening.loc.dtype, device=whitening.loc.device)
+        x = whitening.loc + 2.0 * noise @ whitening.matrix.T
         return log_weights(x, proposal_log_prob(flow, whitening, x))
 
     with torch.no_grad():
         found = [_in_batches(from_flow, num_samples - num_wide, batch_size),
                  _in_batches(from_wide, num_wide, batch_size)]
     return log_partition_from_log_weights(np.concatenate(found), name="log_evidence")
-
-
-def _gaussian_log_prob(whitening, x: torch.Tensor) -> torch.Tensor:
-    """``log N(x; loc, M Mᵀ)`` of a whitening ``(loc, M)``."""
-    u = (x - whitening.loc) @ whitening.inverse.T
-    return -0.5 * (u**2).sum(-1) - 0.5 * u.shape[-1] * math.log(2 * math.pi) - whitening.log_det
 
 
 def _in_batches(fn, count: int, batch_size: int) -> np.ndarray:

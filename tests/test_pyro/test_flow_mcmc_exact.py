@@ -25,12 +25,33 @@ def exact_flow():
 @pytest.mark.parametrize("num_particles, expected", [(2, 1.0), (8, 7 / 8)])
 def test_global_move_rate_when_the_proposal_is_the_target(num_particles, expected):
     # IMH accepts every proposal; i-SIR's candidates all weigh the same, so
-    # the current state is kept with probability exactly 1/N.
+    # the current state is kept with probability exactly 1/N (the flow alone:
+    # the default defensive mixture is not the target).
     torch.manual_seed(1)
     mcmc = run_flow_mcmc(potential_fn=std_normal_potential, flow=exact_flow(),
-                         num_particles=num_particles, num_warmup=0, num_samples=20,
+                         num_particles=num_particles, defensive=0.0, num_warmup=0, num_samples=20,
                          initial_params={"x": torch.randn(8, 2)})
     np.testing.assert_allclose(stats(mcmc)["global_accept_prob"], expected, atol=1e-5)
+
+
+def test_defensive_proposal_is_the_mixture():
+    # flow N(0, 1) and share 1/2: draws of 0.5 N(0, 1) + 0.5 N(0, 2²), and log m is that density;
+    # the flow alone (share 0) would give variance 1
+    from ebmppl.pyro.flows import defensive_proposal, identity_whitening
+
+    torch.manual_seed(0)
+    flow = dist.TransformedDistribution(dist.Normal(torch.zeros(1), torch.ones(1)).to_event(1),
+                                        [T.AffineTransform(torch.zeros(1), torch.ones(1))])
+    sample, log_prob = defensive_proposal(lambda: flow, identity_whitening(1), 0.5)
+    with torch.no_grad():
+        x, log_m = sample((40_000,))
+        log_m_again = log_prob(x)
+    x = x[:, 0].double().numpy()
+    var_se = np.sqrt((np.mean(x**4) - np.mean(x**2) ** 2) / x.size)
+    assert abs(np.mean(x**2) - 2.5) < 4 * var_se, np.mean(x**2)
+    exact = np.logaddexp(np.log(0.5) + scipy_stats.norm.logpdf(x), np.log(0.5) + scipy_stats.norm.logpdf(x, 0, 2))
+    np.testing.assert_allclose(log_m.double().numpy(), exact, atol=1e-4)
+    np.testing.assert_allclose(log_m_again.double().numpy(), exact, atol=1e-4)
 
 
 THREE_MODES = GaussianMixture(np.array([[-3.0, 0.0], [2.0, 2.0], [2.0, -3.0]]),

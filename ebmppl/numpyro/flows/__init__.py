@@ -19,11 +19,13 @@ from ebmppl.numpyro.flows.architectures import default_flow, neutra_flow
 from ebmppl.numpyro.flows.checks import check_flow
 from ebmppl.numpyro.flows.fit import fit_flow, fit_flow_reverse, restart_candidates
 from ebmppl.numpyro.flows.protocol import (
+    defensive_proposal,
     join_flow_leaves,
     partition_flow,
     proposal_log_prob,
     proposal_sample_and_log_prob,
     split_flow_leaves,
+    wide_gaussian_log_prob,
 )
 from ebmppl.numpyro.flows.whitening import Whitening, fit_diagonal_whitening, fit_whitening, identity_whitening
 
@@ -31,6 +33,7 @@ __all__ = [
     "Whitening",
     "check_flow",
     "default_flow",
+    "defensive_proposal",
     "fit_diagonal_whitening",
     "fit_flow",
     "fit_flow_reverse",
@@ -43,4 +46,5 @@ __all__ = [
     "proposal_sample_and_log_prob",
     "restart_candidates",
     "split_flow_leaves",
+    "wide_gaussian_log_prob",
 ]

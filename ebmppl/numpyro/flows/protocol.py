@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import paramax
 from flowjax.distributions import AbstractDistribution
 
 from ebmppl.numpyro.flows.whitening import Whitening
 
-__all__ = ["join_flow_leaves", "partition_flow", "proposal_log_prob", "proposal_sample_and_log_prob", "split_flow_leaves"]
+__all__ = ["defensive_proposal", "join_flow_leaves", "partition_flow", "proposal_log_prob",
+           "proposal_sample_and_log_prob", "split_flow_leaves", "wide_gaussian_log_prob"]
 
 
 def split_flow_leaves(flow) -> tuple[list, tuple]:
@@ -115,3 +117,63 @@ def proposal_sample_and_log_prob(
     """
     u, log_q = flow.sample_and_log_prob(key, sample_shape)
     return whitening.loc + u @ whitening.matrix.T, log_q - whitening.log_det
+
+
+def wide_gaussian_log_prob(whitening: Whitening, x: jax.Array) -> jax.Array:
+    """``log N(x; loc, (2M)(2M)ᵀ)``: a Gaussian twice as wide as the whitening ``(loc, M)``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from ebmppl.numpyro.flows import identity_whitening
+        >>> round(float(wide_gaussian_log_prob(identity_whitening(1), jnp.zeros(1))), 4)  # log N(0; 0, 2²)
+        -1.6121
+    """
+    u = 0.5 * (x - whitening.loc) @ whitening.inverse.T
+    dim = u.shape[-1]
+    return -0.5 * jnp.sum(u**2, -1) - 0.5 * dim * jnp.log(2 * jnp.pi) - whitening.log_det - dim * jnp.log(2.0)
+
+
+def defensive_proposal(flow: AbstractDistribution, whitening: Whitening, share: float):
+    """The mixture ``(1 - share) q + share g`` of the whitened flow ``q`` and the wide Gaussian ``g``.
+
+    ``g`` (:func:`wide_gaussian_log_prob`) has the whitening's centre and twice
+    its spread: where the flow has too little mass (a mode it was never fitted
+    on), the mixture still has some, so a proposal can land there and an
+    importance weight stays bounded there.
+
+    Args:
+        flow: the flowjax flow, on whitened coordinates.
+        whitening: the :class:`Whitening` to data coordinates.
+        share: the mixture weight of ``g``, in ``[0, 1)``.
+
+    Returns:
+        ``(sample_and_log_prob, log_prob)``: ``(key, shape) -> (x, log m(x))``,
+        each draw from ``g`` with probability ``share``, and the batched
+        ``log m`` of the mixture ``m``.
+
+    Example:
+        >>> import jax
+        >>> from ebmppl.numpyro.flows import default_flow, identity_whitening
+        >>> sample, log_prob = defensive_proposal(default_flow(jax.random.key(0), 2), identity_whitening(2), 0.1)
+        >>> x, log_m = sample(jax.random.key(1), (4,))
+        >>> bool(jax.numpy.allclose(log_m, log_prob(x), atol=1e-5))
+        True
+    """
+
+    def mixture(x, log_q):
+        return jnp.logaddexp(jnp.log1p(-share) + log_q, jnp.log(share) + wide_gaussian_log_prob(whitening, x))
+
+    def sample_and_log_prob(key, sample_shape):
+        flow_key, wide_key, pick_key = jax.random.split(key, 3)
+        x_flow, log_q = proposal_sample_and_log_prob(flow, whitening, flow_key, sample_shape)
+        noise = jax.random.normal(wide_key, x_flow.shape, x_flow.dtype)
+        x_wide = whitening.loc + 2.0 * noise @ whitening.matrix.T
+        wide = jax.random.uniform(pick_key, sample_shape) < share
+        x = jnp.where(wide[..., None], x_wide, x_flow)
+        log_q = jnp.where(wide, proposal_log_prob(flow, whitening, x), log_q)
+        return x, mixture(x, log_q)
+
+    def log_prob(x):
+        return mixture(x, proposal_log_prob(flow, whitening, x))
+
+    return sample_and_log_prob, log_prob

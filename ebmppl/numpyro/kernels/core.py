@@ -32,7 +32,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ebmppl.numpyro.flows import Whitening, proposal_log_prob, proposal_sample_and_log_prob
+from ebmppl.numpyro.flows import Whitening, defensive_proposal, proposal_log_prob, proposal_sample_and_log_prob
 from ebmppl.numpyro.moves import LocalState, hmc_step, isir_step
 
 __all__ = ["Config", "CoreInfo", "CoreState", "FlowState", "Target", "init", "step", "step_keys"]
@@ -57,11 +57,14 @@ class Config(NamedTuple):
         num_local_steps: local moves per iteration.
         num_leapfrog: leapfrog steps per local move (1 is MALA).
         num_particles: i-SIR candidates per walker (2 is independent MH).
+        defensive: share of the candidates from the wide Gaussian of the
+            flow's whitening (see :func:`~ebmppl.numpyro.flows.defensive_proposal`).
     """
 
     num_local_steps: int
     num_leapfrog: int
     num_particles: int
+    defensive: float = 0.0
 
 
 class FlowState(NamedTuple):
@@ -147,6 +150,14 @@ def _whitened(logdensity_and_grad: Callable, w: Whitening) -> Callable:
     return fn
 
 
+def _proposal(flow, whitening: Whitening, defensive: float):
+    """``(sample_and_log_prob, log_prob)`` of the global moves: the flow, or its defensive mixture."""
+    if defensive > 0:
+        return defensive_proposal(flow, whitening, defensive)
+    return (lambda key, shape: proposal_sample_and_log_prob(flow, whitening, key, shape),
+            lambda x: proposal_log_prob(flow, whitening, x))
+
+
 def _global_move(key, state: CoreState, target: Target, flow_static, config: Config):
     flow = eqx.combine(state.flow.params, flow_static)
     whitening = state.flow.whitening
@@ -157,8 +168,7 @@ def _global_move(key, state: CoreState, target: Target, flow_static, config: Con
             state.position,
             state.logdensity,
             target.logdensity,
-            lambda k, shape: proposal_sample_and_log_prob(flow, whitening, k, shape),
-            lambda x: proposal_log_prob(flow, whitening, x),
+            *_proposal(flow, whitening, config.defensive),
             config.num_particles,
         )
         logdensity, grad = target.logdensity_and_grad(position)

@@ -92,6 +92,12 @@ class FlowMCMC(EnsembleKernel):
         target_accept_prob: local acceptance that step-size adaptation aims at.
         schedule: the :class:`WarmupSchedule`; ``None`` for
             ``WarmupSchedule.default(num_warmup)``.
+        defensive: share of the global candidates drawn from a Gaussian
+            with the centre of the chains at the last fit and twice their
+            spread (the whitening); the proposal is the mixture of the flow
+            and that Gaussian. A mode the flow was never fitted on (no chain
+            had reached it) can still be proposed, and the weights stay
+            bounded where the flow has too little mass; 0 for the flow alone.
         init_strategy: NumPyro init strategy when ``model`` is given.
 
     Example:
@@ -107,7 +113,7 @@ class FlowMCMC(EnsembleKernel):
         (400, 2)
         >>> FlowMCMC(model)  # its settings at a glance (a table in a notebook)
         FlowMCMC(model=model, flow=default, num_particles=8, num_local_steps=3, local_kernel='mala',
-                 num_leapfrog=1, step_size=0.1, target_accept_prob=0.65, schedule=default)
+                 num_leapfrog=1, step_size=0.1, target_accept_prob=0.65, schedule=default, defensive=0.1)
     """
 
     def __init__(
@@ -123,13 +129,14 @@ class FlowMCMC(EnsembleKernel):
         step_size: float = 0.1,
         target_accept_prob: float = 0.65,
         schedule: WarmupSchedule | None = None,
+        defensive: float = 0.1,
         init_strategy: Callable = init_to_uniform,
     ):
         super().__init__("FlowMCMC", model, potential_fn, flow, init_strategy)
         self._options = FlowMCMCOptions(
             num_particles=num_particles, num_local_steps=num_local_steps, local_kernel=local_kernel,
             num_leapfrog=num_leapfrog, step_size=step_size, target_accept_prob=target_accept_prob,
-            schedule=schedule,
+            schedule=schedule, defensive=defensive,
         ).validate()
 
     # --- what NumPyro's MCMC reads -------------------------------------------------
@@ -160,7 +167,8 @@ class FlowMCMC(EnsembleKernel):
         schedule = self._schedule = options.schedule_for(num_warmup)
         flow, fresh_params, ready = build_flow(self._flow, default_flow, flow_key, dim, schedule)
         params, static = partition_flow(flow)
-        config = core.Config(options.num_local_steps, options.num_leapfrog, options.num_particles)
+        config = core.Config(options.num_local_steps, options.num_leapfrog, options.num_particles,
+                                options.defensive)
         settings = warmup.Settings(num_warmup, options.target_accept_prob, schedule)
 
         def start(x, p, fresh):

@@ -26,8 +26,10 @@ from ebmppl.pyro.flows.protocol import (
     as_flow_module,
     base_log_prob,
     base_maps,
+    defensive_proposal,
     proposal_log_prob,
     proposal_sample_and_log_prob,
+    wide_gaussian_log_prob,
 )
 from ebmppl.pyro.flows.whitening import Whitening, fit_diagonal_whitening, fit_whitening, identity_whitening
 
@@ -38,6 +40,7 @@ __all__ = [
     "base_maps",
     "check_flow",
     "default_flow",
+    "defensive_proposal",
     "fit_diagonal_whitening",
     "fit_flow",
     "fit_flow_reverse",
@@ -48,4 +51,5 @@ __all__ = [
     "proposal_log_prob",
     "proposal_sample_and_log_prob",
     "restart_candidates",
+    "wide_gaussian_log_prob",
 ]

@@ -17,13 +17,16 @@ Example: the density of a proposal's own draws, the flow scaled by a whitening.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.distributions import Distribution, Transform, TransformedDistribution
 
 from ebmppl.pyro.flows.whitening import Whitening
 
-__all__ = ["as_flow_module", "base_log_prob", "base_maps", "proposal_log_prob", "proposal_sample_and_log_prob"]
+__all__ = ["as_flow_module", "base_log_prob", "base_maps", "defensive_proposal", "proposal_log_prob",
+           "proposal_sample_and_log_prob", "wide_gaussian_log_prob"]
 
 
 def base_maps(flow: nn.Module):
@@ -171,3 +174,63 @@ def proposal_sample_and_log_prob(
         u = distribution.sample(torch.Size(sample_shape))
         log_q = distribution.log_prob(u)
     return whitening.loc + u @ whitening.matrix.T, log_q - whitening.log_det
+
+
+def wide_gaussian_log_prob(whitening: Whitening, x: torch.Tensor) -> torch.Tensor:
+    """``log N(x; loc, (2M)(2M)ᵀ)``: a Gaussian twice as wide as the whitening ``(loc, M)``.
+
+    Example:
+        >>> import torch
+        >>> from ebmppl.pyro.flows import identity_whitening
+        >>> round(float(wide_gaussian_log_prob(identity_whitening(1), torch.zeros(1))), 4)  # log N(0; 0, 2²)
+        -1.6121
+    """
+    u = 0.5 * (x - whitening.loc) @ whitening.inverse.T
+    dim = u.shape[-1]
+    return -0.5 * (u**2).sum(-1) - 0.5 * dim * math.log(2 * math.pi) - whitening.log_det - dim * math.log(2.0)
+
+
+def defensive_proposal(flow: nn.Module, whitening: Whitening, share: float):
+    """The mixture ``(1 - share) q + share g`` of the whitened flow ``q`` and the wide Gaussian ``g``.
+
+    ``g`` (:func:`wide_gaussian_log_prob`) has the whitening's centre and twice
+    its spread: where the flow has too little mass (a mode it was never fitted
+    on), the mixture still has some, so a proposal can land there and an
+    importance weight stays bounded there. Randomness comes from torch's
+    generator.
+
+    Args:
+        flow: the flow module, on whitened coordinates.
+        whitening: the :class:`Whitening` to data coordinates.
+        share: the mixture weight of ``g``, in ``[0, 1)``.
+
+    Returns:
+        ``(sample_and_log_prob, log_prob)``: ``shape -> (x, log m(x))``, each
+        draw from ``g`` with probability ``share``, and the batched ``log m``
+        of the mixture ``m``.
+
+    Example:
+        >>> import torch
+        >>> from ebmppl.pyro.flows import default_flow, identity_whitening
+        >>> sample, log_prob = defensive_proposal(default_flow(2), identity_whitening(2), 0.1)
+        >>> with torch.no_grad():
+        ...     x, log_m = sample((4,))
+        ...     bool(torch.allclose(log_m, log_prob(x), atol=1e-5))
+        True
+    """
+
+    def mixture(x, log_q):
+        return torch.logaddexp(math.log1p(-share) + log_q, math.log(share) + wide_gaussian_log_prob(whitening, x))
+
+    def sample_and_log_prob(sample_shape):
+        x_flow, log_q = proposal_sample_and_log_prob(flow, whitening, sample_shape)
+        x_wide = whitening.loc + 2.0 * torch.randn_like(x_flow) @ whitening.matrix.T
+        wide = torch.rand(x_flow.shape[:-1], device=x_flow.device) < share
+        x = torch.where(wide[..., None], x_wide, x_flow)
+        log_q = torch.where(wide, proposal_log_prob(flow, whitening, x), log_q)
+        return x, mixture(x, log_q)
+
+    def log_prob(x):
+        return mixture(x, proposal_log_prob(flow, whitening, x))
+
+    return sample_and_log_prob, log_prob

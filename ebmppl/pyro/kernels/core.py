@@ -29,7 +29,7 @@ from typing import Callable, NamedTuple
 import torch
 from torch import nn
 
-from ebmppl.pyro.flows import Whitening, proposal_log_prob, proposal_sample_and_log_prob
+from ebmppl.pyro.flows import Whitening, defensive_proposal, proposal_log_prob, proposal_sample_and_log_prob
 from ebmppl.pyro.moves import LocalState, hmc_step, isir_step
 
 __all__ = ["Config", "CoreInfo", "CoreState", "FlowState", "Target", "init", "step"]
@@ -57,11 +57,14 @@ class Config(NamedTuple):
         num_local_steps: local moves per iteration.
         num_leapfrog: leapfrog steps per local move (1 is MALA).
         num_particles: i-SIR candidates per walker (2 is independent MH).
+        defensive: share of the candidates from the wide Gaussian of the
+            flow's whitening (see :func:`~ebmppl.pyro.flows.defensive_proposal`).
     """
 
     num_local_steps: int
     num_leapfrog: int
     num_particles: int
+    defensive: float = 0.0
 
 
 class FlowState(NamedTuple):
@@ -128,6 +131,14 @@ def init(position: torch.Tensor, target: Target, flow: FlowState, step_size) -> 
     return CoreState(position, logdensity, grad, position.new_tensor(float(step_size)), flow)
 
 
+def _proposal(flow, whitening: Whitening, defensive: float):
+    """``(sample_and_log_prob, log_prob)`` of the global moves: the flow, or its defensive mixture."""
+    if defensive > 0:
+        return defensive_proposal(flow, whitening, defensive)
+    return (lambda shape: proposal_sample_and_log_prob(flow, whitening, shape),
+            lambda x: proposal_log_prob(flow, whitening, x))
+
+
 def _global_move(state: CoreState, target: Target, config: Config):
     zeros = torch.zeros_like(state.logdensity)
     walkers = LocalState(state.position, state.logdensity, state.grad)
@@ -139,8 +150,7 @@ def _global_move(state: CoreState, target: Target, config: Config):
             state.position,
             state.logdensity,
             target.logdensity,
-            lambda shape: proposal_sample_and_log_prob(flow, whitening, shape),
-            lambda x: proposal_log_prob(flow, whitening, x),
+            *_proposal(flow, whitening, config.defensive),
             config.num_particles,
         )
     moved = (position != state.position).any(-1)

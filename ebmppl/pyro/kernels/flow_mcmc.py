@@ -76,6 +76,12 @@ class FlowMCMC(WalkerKernel):
         target_accept_prob: local acceptance that step-size adaptation aims at.
         schedule: the :class:`~ebmppl.schedule.WarmupSchedule`; ``None`` for
             ``WarmupSchedule.default(warmup_steps)``.
+        defensive: share of the global candidates drawn from a Gaussian
+            with the centre of the chains at the last fit and twice their
+            spread (the whitening); the proposal is the mixture of the flow
+            and that Gaussian. A mode the flow was never fitted on (no chain
+            had reached it) can still be proposed, and the weights stay
+            bounded where the flow has too little mass; 0 for the flow alone.
         init_strategy: Pyro init strategy when ``model`` is given.
 
     Example:
@@ -93,7 +99,7 @@ class FlowMCMC(WalkerKernel):
         >>> FlowMCMC(model, num_walkers=8)  # its settings at a glance (a table in a notebook)
         FlowMCMC(model=model, flow=default, num_walkers=8, num_particles=8, num_local_steps=3,
                  local_kernel='mala', num_leapfrog=1, step_size=0.1, target_accept_prob=0.65,
-                 schedule=default)
+                 schedule=default, defensive=0.1)
     """
 
     def __init__(
@@ -110,13 +116,14 @@ class FlowMCMC(WalkerKernel):
         step_size: float = 0.1,
         target_accept_prob: float = 0.65,
         schedule: WarmupSchedule | None = None,
+        defensive: float = 0.1,
         init_strategy: Callable = init_to_uniform,
     ):
         super().__init__("FlowMCMC", model, potential_fn, num_walkers, flow, init_strategy)
         self._options = FlowMCMCOptions(
             num_particles=num_particles, num_local_steps=num_local_steps, local_kernel=local_kernel,
             num_leapfrog=num_leapfrog, step_size=step_size, target_accept_prob=target_accept_prob,
-            schedule=schedule,
+            schedule=schedule, defensive=defensive,
         ).validate()
 
     def setup(self, warmup_steps: int, *args, **kwargs) -> None:
@@ -127,7 +134,8 @@ class FlowMCMC(WalkerKernel):
         options = self._options
         schedule = self._schedule = options.schedule_for(warmup_steps)
         flow, factory, ready = build_flow(self._flow, default_flow, dim, device, position.dtype)
-        self._config = core.Config(options.num_local_steps, options.num_leapfrog, options.num_particles)
+        self._config = core.Config(options.num_local_steps, options.num_leapfrog, options.num_particles,
+                                   options.defensive)
         self._settings = warmup.Settings(warmup_steps, options.target_accept_prob, schedule, factory)
         identity = identity_whitening(dim, position.dtype, device)
         state = core.init(position, target, core.FlowState(flow, identity, bool(ready), identity), options.step_size)
