@@ -193,20 +193,8 @@ def run_flowmc_mala(log_density, prior: dict, dim: int, num_draws: int, seed: in
     init = sample_prior(prior, dim, n_chains, seed)
     out = run_flowmc(log_density, init, num_production_steps=steps, seed=seed)
     chains = np.asarray(out.pop("samples"))
-    extras = {k: v for k, v in out.items() if k != "wall_s"}
-    num_evals, num_grad = _flowmc_evals(n_chains, _N_TRAINING_LOOPS + steps // 100)
-    return {
-        "samples": _draws_from_chains(chains, num_draws),
-        "chains": chains,  # (n_chains, steps, D): for R-hat and ESS
-        "wall_s": out.pop("wall_s"),
-        "compile_s": None,
-        "log_z": None,
-        "num_evals": num_evals,
-        "num_grad_evals": num_grad,
-        "n_chains": n_chains,
-        "production_steps_per_chain": steps,
-        **extras,
-    }
+    wall = out.pop("wall_s")
+    return _flowmc_result(chains, num_draws, wall, n_chains, steps, 0, out)
 
 
 def run_flowmc_pt(log_density, prior: dict, dim: int, num_draws: int, seed: int = 0,
@@ -264,6 +252,15 @@ def run_flowmc_pt(log_density, prior: dict, dim: int, num_draws: int, seed: int 
     resources = sampler.resources
     chains = np.asarray(resources["positions_production"].data)
     wall = time.perf_counter() - start
+    return _flowmc_result(chains, num_draws, wall, n_chains, steps, n_temperatures, {
+        "global_accept": _finite_mean(resources["global_accs_production"].data),
+        "local_accept": _finite_mean(resources["local_accs_production"].data),
+        "temperatures": np.asarray(resources["temperatures"].data).tolist(),
+    })
+
+
+def _flowmc_result(chains, num_draws, wall, n_chains, steps, n_temperatures, extras) -> dict:
+    """A flowMC runner's dict: ``num_draws`` thinned draws, the chains, the counts (no compile, no log Z)."""
     num_evals, num_grad = _flowmc_evals(n_chains, _N_TRAINING_LOOPS + steps // 100, n_temperatures)
     return {
         "samples": _draws_from_chains(chains, num_draws),
@@ -275,9 +272,7 @@ def run_flowmc_pt(log_density, prior: dict, dim: int, num_draws: int, seed: int 
         "num_grad_evals": num_grad,
         "n_chains": n_chains,
         "production_steps_per_chain": steps,
-        "global_accept": _finite_mean(resources["global_accs_production"].data),
-        "local_accept": _finite_mean(resources["local_accs_production"].data),
-        "temperatures": np.asarray(resources["temperatures"].data).tolist(),
+        **extras,
     }
 
 
