@@ -29,7 +29,7 @@ def mixture():
 
 
 def finished_run(kernel, *args, num_warmup=300):
-    mcmc = MCMC(kernel, num_warmup=num_warmup, num_samples=100, num_chains=16, chain_method="vectorized",
+    mcmc = MCMC(kernel, num_warmup=num_warmup, num_samples=100, num_chains=8, chain_method="vectorized",
                 progress_bar=False)
     mcmc.run(jax.random.key(0), *args)
     return mcmc

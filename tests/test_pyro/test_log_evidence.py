@@ -40,7 +40,7 @@ def finished_run(kernel, *args, warmup_steps=300):
 @pytest.mark.parametrize("kernel", [FlowMCMC, NeuTraHMC])
 def test_normal_gamma_evidence_within_three_standard_errors(kernel):
     truth = normal_gamma_log_evidence()
-    mcmc = finished_run(kernel(normal_gamma, num_walkers=16), torch.tensor(Y, dtype=torch.float32))
+    mcmc = finished_run(kernel(normal_gamma, num_walkers=8), torch.tensor(Y, dtype=torch.float32))
     estimate = log_evidence(mcmc)
     assert abs(estimate.log_z - truth) < 3 * estimate.stderr, (estimate, truth)
     assert estimate.ess > 0.5 * estimate.num_samples
@@ -50,7 +50,7 @@ def test_normal_gamma_evidence_within_three_standard_errors(kernel):
 
 
 def test_mixture_potential_evidence_is_minus_its_constant():
-    estimate = log_evidence(finished_run(FlowMCMC(mixture, num_walkers=16)), 20_000)
+    estimate = log_evidence(finished_run(FlowMCMC(mixture, num_walkers=8)), 20_000)
     assert abs(estimate.log_z - (-LOG_C)) < 3 * estimate.stderr, estimate
     assert abs(estimate.log_z - (-LOG_C + 0.05)) > 3 * estimate.stderr
 
