@@ -167,7 +167,7 @@ def log_evidence(
     if not 0.0 <= defensive < 1.0:
         raise ValueError(f"defensive must be in [0, 1), got {defensive}")
     state = mcmc.last_state if mcmc.last_state is not None else mcmc.post_warmup_state
-    flow, whitening, logdensity = kernel.frozen_proposal(state, getattr(mcmc, "_args", ()),
+    flow, whitening, logdensity = kernel._frozen_proposal(state, getattr(mcmc, "_args", ()),
                                                          getattr(mcmc, "_kwargs", {}))
     dim = whitening.loc.shape[0]
     num_wide = int(round(defensive * num_samples))

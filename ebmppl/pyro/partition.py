@@ -148,7 +148,7 @@ def log_evidence(mcmc, num_samples: int = 10_000, *, defensive: float = 0.1, bat
         )
     if not 0.0 <= defensive < 1.0:
         raise ValueError(f"defensive must be in [0, 1), got {defensive}")
-    flow, whitening, logdensity = kernel.frozen_proposal()
+    flow, whitening, logdensity = kernel._frozen_proposal()
     dim = whitening.loc.shape[0]
     num_wide = int(round(defensive * num_samples))
     share = num_wide / num_samples

@@ -67,3 +67,9 @@ def test_single_chain_or_non_vectorized_is_refused(num_chains, chain_method):
 def test_potential_fn_without_init_params_is_refused():
     with pytest.raises(ValueError, match="needs `init_params`"):
         run_flow_mcmc(potential_fn=lambda x: jnp.sum(x**2), num_chains=4)
+
+
+@pytest.mark.parametrize("share", [-0.1, 1.0])
+def test_defensive_share_out_of_range_is_refused(share):
+    with pytest.raises(ValueError, match=r"defensive must be in \[0, 1\)"):
+        FlowMCMC(potential_fn=lambda x: x, defensive=share)

@@ -109,3 +109,9 @@ def test_walkers_where_the_model_fails_numerically_get_log_density_minus_inf():
     one = torch.distributions.Normal(3.0, 0.1).log_prob(torch.tensor(1.0)) + \
         torch.distributions.MultivariateNormal(torch.zeros(1), torch.eye(1)).log_prob(torch.zeros(1))
     assert torch.allclose(value[0], one)
+
+
+@pytest.mark.parametrize("share", [-0.1, 1.0])
+def test_defensive_share_out_of_range_is_refused(share):
+    with pytest.raises(ValueError, match=r"defensive must be in \[0, 1\)"):
+        FlowMCMC(potential_fn=lambda x: x, defensive=share)

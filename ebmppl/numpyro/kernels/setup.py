@@ -149,7 +149,7 @@ class EnsembleKernel(MCMCKernel):
         """``(params, whitening, ready)`` of the flow a state carries."""
         raise NotImplementedError
 
-    def frozen_proposal(self, state, model_args=(), model_kwargs=None) -> tuple[Any, Any, Callable]:
+    def _frozen_proposal(self, state, model_args=(), model_kwargs=None) -> tuple[Any, Any, Callable]:
         """The flow of a run's ``state`` as a proposal, and the log density of the run's model.
 
         Args:

@@ -155,7 +155,7 @@ class WalkerKernel(MCMCKernel):
         """``(flow, whitening, ready)`` of the flow a state carries."""
         raise NotImplementedError
 
-    def frozen_proposal(self) -> tuple[Any, Any, Callable]:
+    def _frozen_proposal(self) -> tuple[Any, Any, Callable]:
         """The flow of the last run as a proposal, and the log density of the run's model.
 
         Returns:
