@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 
 from ebmppl.numpyro.adaptation import dual_averaging, window
-from ebmppl.numpyro.flows import Whitening, fit_flow, fit_whitening, restart_candidates
+from ebmppl.numpyro.flows import Whitening, fit_diagonal_whitening, fit_flow, restart_candidates
 from ebmppl.numpyro.kernels.core import CoreInfo, CoreState, FlowState, step_keys
 from ebmppl.schedule import WarmupSchedule
 
@@ -142,7 +142,7 @@ def update(key, adapt: AdaptState, state: CoreState, info: CoreInfo, flow_static
 def _refit(key, state: CoreState, adapt: AdaptState, flow_static, schedule: WarmupSchedule):
     """A scheduled fit: the flow on the window, the preconditioner from the score sums."""
     points = adapt.window.reshape(-1, state.position.shape[-1])
-    whitening = fit_whitening(points)
+    whitening = fit_diagonal_whitening(points)
     whitened = (points - whitening.loc) @ whitening.inverse.T
     candidates = restart_candidates(state.flow.params, adapt.fresh_params, adapt.num_fits)
     params, losses = fit_flow(

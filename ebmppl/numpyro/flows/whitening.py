@@ -1,9 +1,12 @@
 """Affine whitening ``x = loc + matrix @ u`` between data and the coordinates a flow works in.
 
 A proposal is a flow acting on *whitened* coordinates ``u``, composed with an
-affine map fitted to the chains: :func:`fit_whitening` rotates onto the
-principal components (for coupling flows), :func:`fit_diagonal_whitening`
-only standardises (for autoregressive flows, which follow the model's order).
+affine map fitted to the chains. :func:`fit_diagonal_whitening` only
+standardises each coordinate: FlowMCMC's and NeuTraHMC's fits use it, since a
+rotation mixes coordinates that the target keeps independent (Many-Well's
+wells) wherever the covariance's eigenvalues are close. :func:`fit_whitening`
+rotates onto the principal components, interleaved between a coupling
+layer's halves, for flows of one's own on strongly correlated points.
 It mirrors :mod:`ebmppl.pyro.flows.whitening`.
 
 Example:

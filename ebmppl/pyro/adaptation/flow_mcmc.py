@@ -43,7 +43,7 @@ import torch
 from pyro.ops.dual_averaging import DualAveraging
 
 from ebmppl.pyro.adaptation import dual_averaging, window
-from ebmppl.pyro.flows import Whitening, fit_flow, fit_whitening, identity_whitening, restart_candidates
+from ebmppl.pyro.flows import Whitening, fit_diagonal_whitening, fit_flow, identity_whitening, restart_candidates
 from ebmppl.pyro.kernels.core import CoreInfo, CoreState, FlowState
 from ebmppl.schedule import WarmupSchedule
 
@@ -142,7 +142,7 @@ def _refit(state: CoreState, adapt: AdaptState, settings: Settings) -> tuple[Cor
     """A scheduled fit: the flow on the window, the preconditioner from the score sums."""
     schedule = settings.schedule
     points = adapt.window.reshape(-1, state.position.shape[-1])
-    whitening = fit_whitening(points)
+    whitening = fit_diagonal_whitening(points)
     whitened = (points - whitening.loc) @ whitening.inverse.T
     candidates = restart_candidates(state.flow.flow, settings.flow_factory, schedule.fresh_restarts, points)
     flow, losses = fit_flow(
