@@ -27,7 +27,7 @@ demo-sampler: $(STAMP)
 	$(PY) -m ebmppl.app.demo --out runs/sampler-demo
 
 test: $(STAMP)
-	$(PY) -m pytest -n 2 -q
+	$(PY) -m pytest -n 2 --dist worksteal -q
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -n 2 -q -m slow

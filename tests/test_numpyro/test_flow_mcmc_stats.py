@@ -11,6 +11,7 @@ import pytest
 from ebmppl.datasets import bimodal_pair, line_of_four
 from ebmppl.diagnostics import mode_weight_zscores
 from ebmppl.numpyro import WarmupSchedule
+from tests.test_common.double_wells import deep_side_weight, double_wells_energy
 from .npy_util import draws, run_flow_mcmc
 
 LOCAL_ONLY = WarmupSchedule.default(500).replace(fit_iterations=())
@@ -79,19 +80,6 @@ def test_model_with_two_sites_and_positive_support():
     mcmc.print_summary()
 
 
-def double_wells_energy(x):
-    """Many-Well's double well on each (x1, x2) pair of ``x``: independent wells, 2^6 modes in 12-D."""
-    x1, x2 = x[..., 0::2], x[..., 1::2]
-    return jnp.sum(x1**4 - 6 * x1**2 - 0.5 * x1 + 0.5 * x2**2, -1)
-
-
-def deep_side_weight():
-    """P(x1 > 0) of one double well, by quadrature."""
-    grid = np.linspace(-5.0, 5.0, 200_001)
-    density = np.exp(-(grid**4 - 6 * grid**2 - 0.5 * grid))
-    return density[grid > 0].sum() / density.sum()  # 0.8443
-
-
 def test_independent_double_wells_keep_their_weights(monkeypatch):
     """Six double wells (Many-Well's, 12-D): every well's deep side within 4 MCSE of 0.8443. The
     whitening standardises each coordinate; the control, a rotation onto the principal components
@@ -100,7 +88,7 @@ def test_independent_double_wells_keep_their_weights(monkeypatch):
     from ebmppl.numpyro.flows import fit_whitening
 
     def deep_side_z():
-        x = draws(run_flow_mcmc(0, potential_fn=double_wells_energy, num_chains=16, num_warmup=400,
+        x = draws(run_flow_mcmc(0, potential_fn=lambda x: double_wells_energy(x, jnp), num_chains=16, num_warmup=400,
                                 num_samples=200, init_params=2.0 * jax.random.normal(jax.random.key(1), (16, 12))))
         return [mcse_z((x[..., 2 * w] > 0).astype(float), deep_side_weight()) for w in range(6)]
 

@@ -10,6 +10,7 @@ import torch
 from ebmppl.datasets import bimodal_pair, line_of_four
 from ebmppl.diagnostics import mode_weight_zscores, to_arviz
 from ebmppl.pyro import WarmupSchedule
+from tests.test_common.double_wells import deep_side_weight, double_wells_energy
 from .pyro_util import draws, run_flow_mcmc
 
 LOCAL_ONLY = WarmupSchedule.default(500).replace(fit_iterations=())
@@ -95,19 +96,6 @@ def test_model_with_a_plate_over_data():
     assert abs(mcse_z((mu - float(y.sum()) / precision) ** 2, 1 / precision)) < 3
 
 
-def double_wells_energy(x):
-    """Many-Well's double well on each (x1, x2) pair of ``x``: independent wells, 2^6 modes in 12-D."""
-    x1, x2 = x[..., 0::2], x[..., 1::2]
-    return torch.sum(x1**4 - 6 * x1**2 - 0.5 * x1 + 0.5 * x2**2, -1)
-
-
-def deep_side_weight():
-    """P(x1 > 0) of one double well, by quadrature."""
-    grid = np.linspace(-5.0, 5.0, 200_001)
-    density = np.exp(-(grid**4 - 6 * grid**2 - 0.5 * grid))
-    return density[grid > 0].sum() / density.sum()  # 0.8443
-
-
 def test_independent_double_wells_keep_their_weights(monkeypatch):
     """Six double wells (Many-Well's, 12-D): every well's deep side within 4 MCSE of 0.8443. The
     whitening standardises each coordinate; the control, a rotation onto the principal components
@@ -117,7 +105,7 @@ def test_independent_double_wells_keep_their_weights(monkeypatch):
 
     def deep_side_z():
         start = 2.0 * torch.randn(16, 12, generator=torch.Generator().manual_seed(1))
-        x = draws(run_flow_mcmc(0, potential_fn=lambda p: double_wells_energy(p["x"]), num_warmup=400,
+        x = draws(run_flow_mcmc(0, potential_fn=lambda p: double_wells_energy(p["x"], torch), num_warmup=400,
                                 num_samples=200, initial_params={"x": start}))
         return [mcse_z((x[..., 2 * w] > 0).astype(float), deep_side_weight()) for w in range(6)]
 
