@@ -343,6 +343,10 @@ def main() -> None:
             checks = [(what, all(test(row) for row in found)) for what, test in BARS[key, name]]
             ratios = [row["max_weight_err"] / row["floor"] for row in found if "floor" in row]
             mean_ratio = f", mean weight error / floor {np.mean(ratios):.2f}x" if ratios else ""
+            if (key, name) in WEIGHT_BARS:
+                bar = WEIGHT_BARS[key, name]
+                checks.append((f"mean weight error <= {bar}x floor", np.mean(ratios) <= bar))
+                mean_ratio += f" ({sum(r <= bar for r in ratios)} of {len(ratios)} seeds <= {bar}x)"
             print(f"  {TARGETS[key].name:13s} {name:10s} {len(found)} seeds{mean_ratio}: "
                   + "; ".join(f"{what} {'yes' if ok else 'NO'}" for what, ok in checks))
 
@@ -351,7 +355,6 @@ def main() -> None:
 BARS = {
     ("gmm40", "FlowMCMC"): [
         ("EMC >= 0.99", lambda r: r["emc"] >= 0.99),
-        ("weight error <= 1.2x floor", lambda r: r["max_weight_err"] <= 1.2 * r["floor"]),
         ("|dlogZ| <= 0.01", lambda r: r["abs_dlogz"] <= 0.01),
         ("under 20 s", lambda r: r["wall_s"] + (r.get("log_z_s") or 0) < 20),
     ],
@@ -361,7 +364,6 @@ BARS = {
     ],
     ("mos50", "FlowMCMC"): [
         ("every mode found", lambda r: r["modes_found"] == 10),
-        ("weight error <= 1.5x floor", lambda r: r["max_weight_err"] <= 1.5 * r["floor"]),
     ],
     ("funnel10", "NeuTraHMC"): [
         ("KS p(v) > 0.05", lambda r: r["ks_p"] > 0.05),
@@ -369,9 +371,15 @@ BARS = {
         ("|dlogZ| <= 0.01", lambda r: r["abs_dlogz"] <= 0.01),
     ],
     ("mixture10", "FlowMCMC"): [
-        ("weight error <= 1.5x floor", lambda r: r["max_weight_err"] <= 1.5 * r["floor"]),
     ],
 }
+
+
+#: the issue's mode-weight bars, read on the mean over seeds of error / floor. One seed's ratio
+#: scatters about 1 even for exact draws: 40,000 exact draws of GMM-40 exceed 1.2x the floor on
+#: 13% of seeds (so 5 seeds of a perfect sampler all pass half the time), of the 10-D mixture
+#: exceed 1.5x on 6% (a numpy check of 400 multinomial sets each, in benchmarks/results.md)
+WEIGHT_BARS = {("gmm40", "FlowMCMC"): 1.2, ("mos50", "FlowMCMC"): 1.5, ("mixture10", "FlowMCMC"): 1.5}
 
 
 #: the two coordinates drawn for each target

@@ -70,7 +70,7 @@ class FlowMCMCOptions:
             chains' spread (the proposal is that mixture), in ``[0, 1)``.
     """
 
-    num_particles: int = 8
+    num_particles: int = 16
     num_local_steps: int = 3
     local_kernel: str = "mala"
     num_leapfrog: int | None = None

@@ -32,10 +32,10 @@ def check_short(text, name):
 
 
 def test_kernel_reprs_show_target_flow_and_options():
-    kernel = FlowMCMC(model, num_particles=16, local_kernel="hmc", step_size=0.2)
+    kernel = FlowMCMC(model, num_particles=4, local_kernel="hmc", step_size=0.2)
     text = repr(kernel)
     check_short(text, "FlowMCMC")
-    for part in ("model=model", "flow=default", "num_particles=16", "local_kernel='hmc'", "num_leapfrog=8",
+    for part in ("model=model", "flow=default", "num_particles=4", "local_kernel='hmc'", "num_leapfrog=8",
                  "step_size=0.2", "target_accept_prob=0.65", "schedule=default"):
         assert part in text
     page = kernel._repr_html_()

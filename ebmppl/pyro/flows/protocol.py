@@ -227,7 +227,8 @@ def defensive_proposal(flow: nn.Module, whitening: Whitening, share: float):
         x_wide = whitening.loc + 2.0 * torch.randn_like(x_flow) @ whitening.matrix.T
         wide = torch.rand(x_flow.shape[:-1], device=x_flow.device) < share
         x = torch.where(wide[..., None], x_wide, x_flow)
-        log_q = torch.where(wide, proposal_log_prob(flow, whitening, x), log_q)
+        log_q = log_q.clone()
+        log_q[wide] = proposal_log_prob(flow, whitening, x[wide])  # the inverse pass on the wide draws only
         return x, mixture(x, log_q)
 
     def log_prob(x):

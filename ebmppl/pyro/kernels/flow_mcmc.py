@@ -15,9 +15,29 @@ from ebmppl.pyro.kernels.setup import WalkerKernel, build_flow, check_initial_en
 from ebmppl.options import FlowMCMCOptions
 from ebmppl.schedule import WarmupSchedule
 
-__all__ = ["FlowMCMC"]
+__all__ = ["FlowMCMC", "proposal_flow"]
 
 _SAMPLE_STATS = ("accept_prob", "potential_energy", "global_accept_prob", "local_accept_prob")
+
+
+def proposal_flow(dim: int) -> torch.nn.Module:
+    """``FlowMCMC``'s default proposal: :func:`~ebmppl.pyro.flows.default_flow` with 16 knots on ``[-3, 3]``.
+
+    The flow acts on coordinates standardised on the chains, where nearly
+    all of the chains' mass lies within ±3; there, 16 bins of width 0.375
+    hold narrow, far-apart modes that 8 bins over ±5 (``default_flow``'s
+    defaults, 1.25 wide) blur. On GMM-40's 40 modes, fitted to exact draws
+    by forward KL, the importance ESS per draw rose from 0.19 to 0.41 (the
+    flowjax twin, :func:`ebmppl.numpyro.kernels.flow_mcmc.proposal_flow`).
+    Beyond ±3 the splines are the identity: the tails are those of the
+    Gaussian base, widened by the defensive mixture (``defensive``).
+
+    Example:
+        >>> from ebmppl.pyro.kernels.flow_mcmc import proposal_flow
+        >>> proposal_flow(3)().event_shape
+        torch.Size([3])
+    """
+    return default_flow(dim, knots=16, interval=3.0)
 
 
 class FlowMCMC(WalkerKernel):
@@ -61,8 +81,8 @@ class FlowMCMC(WalkerKernel):
             to ``MCMC``, with a leading axis of size ``num_walkers``.
         num_walkers: walkers moved together; ``None`` for the leading size of
             ``initial_params`` if given, else 40.
-        flow: the proposal: ``None`` for :func:`~ebmppl.pyro.flows.default_flow`
-            (a rational-quadratic spline coupling flow), a factory
+        flow: the proposal: ``None`` for :func:`~ebmppl.pyro.kernels.flow_mcmc.proposal_flow`
+            (a rational-quadratic spline coupling flow, 16 knots on ±3), a factory
             ``dim -> flow``, or a flow with an exact inverse (a zuko flow or a
             Pyro ``TransformedDistribution`` of ``TransformModule`` s) of
             event shape ``(D,)``. A flow instance is used as given (on
@@ -97,7 +117,7 @@ class FlowMCMC(WalkerKernel):
         >>> mcmc.get_samples(group_by_chain=True)["x"].shape, mcmc.get_samples()["x"].shape
         (torch.Size([8, 50, 2]), torch.Size([400, 2]))
         >>> FlowMCMC(model, num_walkers=8)  # its settings at a glance (a table in a notebook)
-        FlowMCMC(model=model, flow=default, num_walkers=8, num_particles=8, num_local_steps=3,
+        FlowMCMC(model=model, flow=default, num_walkers=8, num_particles=16, num_local_steps=3,
                  local_kernel='mala', num_leapfrog=1, step_size=0.1, target_accept_prob=0.65,
                  schedule=default, defensive=0.1)
     """
@@ -109,7 +129,7 @@ class FlowMCMC(WalkerKernel):
         potential_fn: Callable | None = None,
         num_walkers: int | None = None,
         flow: Any = None,
-        num_particles: int = 8,
+        num_particles: int = 16,
         num_local_steps: int = 3,
         local_kernel: str = "mala",
         num_leapfrog: int | None = None,
@@ -133,7 +153,7 @@ class FlowMCMC(WalkerKernel):
 
         options = self._options
         schedule = self._schedule = options.schedule_for(warmup_steps)
-        flow, factory, ready = build_flow(self._flow, default_flow, dim, device, position.dtype)
+        flow, factory, ready = build_flow(self._flow, proposal_flow, dim, device, position.dtype)
         self._config = core.Config(options.num_local_steps, options.num_leapfrog, options.num_particles,
                                    options.defensive)
         self._settings = warmup.Settings(warmup_steps, options.target_accept_prob, schedule, factory)
