@@ -154,7 +154,7 @@ def kernel_rows(model, potential_fn, flow, options, **extra) -> list[tuple[str, 
         >>> from ebmppl.options import FlowMCMCOptions
         >>> def model(): ...
         >>> kernel_rows(model, None, None, FlowMCMCOptions(), num_walkers=8)[:4]
-        [('model', 'model'), ('flow', 'default'), ('num_walkers', '8'), ('num_particles', '8')]
+        [('model', 'model'), ('flow', 'default'), ('num_walkers', '8'), ('num_particles', '16')]
     """
     target = ("model", format_value(model)) if model is not None else ("potential_fn", format_value(potential_fn))
     rows = [target, ("flow", "default" if flow is None else format_value(flow))]

@@ -52,24 +52,6 @@ def test_defensive_proposal_is_the_mixture():
 
 
 
-@pytest.mark.parametrize("flagged", ["a tenth", "all"])
-def test_flow_density_of_the_wide_draws_only(flagged):
-    # the defensive mixture runs the flow's inverse on a fixed number of slots (about a tenth of
-    # the draws, plus six standard deviations); flagging every draw takes the full pass instead
-    import equinox as eqx
-
-    from ebmppl.numpyro.flows import identity_whitening, partition_flow, proposal_log_prob
-    from ebmppl.numpyro.flows.protocol import _flow_log_prob_where
-
-    params, static = partition_flow(default_flow(jax.random.key(0), 3))
-    flow = eqx.combine(jax.tree.map(lambda a: a + 0.1, params), static)  # not the identity
-    x = 2.0 * jax.random.normal(jax.random.key(1), (25, 8, 3))
-    where = (jax.random.uniform(jax.random.key(2), (25, 8)) < 0.1) if flagged == "a tenth" else jnp.ones((25, 8), bool)
-    got = _flow_log_prob_where(flow, identity_whitening(3), x, where, 0.1)
-    full = proposal_log_prob(flow, identity_whitening(3), x)
-    assert int(where.sum()) > 0
-    np.testing.assert_allclose(np.asarray(got)[np.asarray(where)], np.asarray(full)[np.asarray(where)], rtol=1e-5, atol=1e-5)
-
 
 THREE_MODES = GaussianMixture(np.array([[-3.0, 0.0], [2.0, 2.0], [2.0, -3.0]]),
                               np.array([0.7, 1.0, 0.5]), np.array([0.5, 0.3, 0.2]))

@@ -189,6 +189,19 @@ def _flow_log_prob_where(flow: AbstractDistribution, whitening: Whitening, x: ja
     with that probability): the inverse pass runs on a fixed number of slots,
     six standard deviations above the expected count, instead of on every
     point; the rare draw that flags more takes the full pass. Exact either way.
+
+    Example:
+        >>> import equinox as eqx
+        >>> from ebmppl.numpyro.flows import default_flow, identity_whitening, partition_flow
+        >>> params, static = partition_flow(default_flow(jax.random.key(0), 3))
+        >>> flow = eqx.combine(jax.tree.map(lambda a: a + 0.1, params), static)  # not the identity
+        >>> x = 2.0 * jax.random.normal(jax.random.key(1), (25, 8, 3))
+        >>> full = proposal_log_prob(flow, identity_whitening(3), x)
+        >>> a_tenth = jax.random.uniform(jax.random.key(2), (25, 8)) < 0.1  # within the slots
+        >>> every = jnp.ones((25, 8), bool)  # more than the slots: the full pass
+        >>> [bool(jnp.allclose(_flow_log_prob_where(flow, identity_whitening(3), x, w, 0.1)[w], full[w],
+        ...                    rtol=1e-5, atol=1e-5)) for w in (a_tenth, every)]
+        [True, True]
     """
     dim = x.shape[-1]
     flat_x, flat_where = x.reshape(-1, dim), where.reshape(-1)
