@@ -206,7 +206,7 @@ def _flow_log_prob_where(flow: AbstractDistribution, whitening: Whitening, x: ja
     dim = x.shape[-1]
     flat_x, flat_where = x.reshape(-1, dim), where.reshape(-1)
     n = flat_where.size
-    slots = min(n, math.ceil(n * share + 6.0 * math.sqrt(n * share * (1.0 - share))) + 1)
+    slots = math.ceil(n * share + 6.0 * math.sqrt(n * share * (1.0 - share))) + 1
     if slots >= n:
         return proposal_log_prob(flow, whitening, x)
     index = jnp.nonzero(flat_where, size=slots, fill_value=n)[0]  # n: an empty slot
