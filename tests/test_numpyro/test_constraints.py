@@ -32,11 +32,11 @@ def model():
 
 @pytest.mark.parametrize("kernel", [FlowMCMC, NeuTraHMC])
 def test_every_constraint_family_has_its_known_moments(kernel):
-    mcmc = MCMC(kernel(model), num_warmup=400, num_samples=500, num_chains=8,
+    mcmc = MCMC(kernel(model), num_warmup=300, num_samples=400, num_chains=8,
                 chain_method="vectorized", progress_bar=False)
     mcmc.run(jax.random.PRNGKey(0))
     samples = mcmc.get_samples(group_by_chain=True)
-    assert samples["probs"].shape == (8, 500, 3) and samples["corr"].shape == (8, 500, 3, 3)
+    assert samples["probs"].shape == (8, 400, 3) and samples["corr"].shape == (8, 400, 3, 3)
     np.testing.assert_allclose(np.asarray(samples["probs"]).sum(-1), 1.0, atol=1e-5)
     assert (np.diff(np.asarray(samples["cuts"]), axis=-1) > 0).all()
     corr = np.asarray(samples["corr"])
@@ -47,7 +47,7 @@ def test_every_constraint_family_has_its_known_moments(kernel):
 def test_the_moment_check_rejects_draws_of_another_distribution():
     """The control: exact draws of the wrong Beta and Dirichlet are caught."""
     keys = jax.random.split(jax.random.key(1), 6)
-    shape = (8, 500)
+    shape = (8, 400)  # the kernels' test: 8 chains, 400 draws
     wrong = {
         "loc": dist.Normal(1.0, 2.0).sample(keys[0], shape),
         "scale": dist.Gamma(3.0, 2.0).sample(keys[1], shape),

@@ -29,7 +29,8 @@ Not mirrored: NumPyro's ``warmup()`` then ``run()`` and continuation from ``last
 
 NeuTraHMC's default fitting budget (up to 400 Adam steps of the reverse KL at each of two fits)
 costs tens of seconds per run in torch: its runs here fit for 100 steps, except where the default
-schedule is what is under test (kernel reuse). Tests of how a model reaches the kernel (handlers, sites, init strategies)
+schedule is what is under test (kernel reuse). FlowMCMC weighs eight i-SIR candidates here, not
+the default sixteen. Tests of how a model reaches the kernel (handlers, sites, init strategies)
 need no flow and run without fits.
 """
 
@@ -59,6 +60,9 @@ NO_FITS = WarmupSchedule(fit_iterations=(), window=1)
 # MCMC; the defaults' statistics are the business of test_flow_mcmc_stats.py and test_neutra.py.
 SCHEDULES = {"flow_mcmc": WarmupSchedule.default(NUM_WARMUP).replace(fit_steps=50),
              "neutra": NeuTraHMC.default_schedule(NUM_WARMUP).replace(fit_steps=100)}
+# Likewise eight i-SIR candidates, not the default sixteen (Pyro's cost grows with them; the constraint
+# tests, the doctests and the tutorials run the default).
+OPTIONS = {"flow_mcmc": {"num_particles": 8}, "neutra": {}}
 
 # --- known posteriors ---------------------------------------------------------------------------
 
@@ -129,7 +133,8 @@ def assert_regression_posterior(mcmc):
 def kernel_for(kernel_name, model, schedule="default", **kwargs):
     """The kernel with 8 walkers; ``schedule="default"`` picks the file's schedule for that kernel."""
     schedule = SCHEDULES[kernel_name] if schedule == "default" else schedule
-    return KERNELS[kernel_name](model, num_walkers=NUM_CHAINS, schedule=schedule, **kwargs)
+    options = {**OPTIONS[kernel_name], **kwargs}
+    return KERNELS[kernel_name](model, num_walkers=NUM_CHAINS, schedule=schedule, **options)
 
 
 @pytest.fixture(scope="module", params=sorted(KERNELS))
@@ -157,7 +162,7 @@ def test_set_rng_seed_reproduces_draws(kernel_name, regression_run):
 
 def test_kernel_reused_with_another_warmup_length(kernel_name):
     """One kernel object in two MCMC objects: each run resolves its own default schedule."""
-    kernel = KERNELS[kernel_name](regression, num_walkers=NUM_CHAINS)
+    kernel = KERNELS[kernel_name](regression, num_walkers=NUM_CHAINS, **OPTIONS[kernel_name])
     run(kernel, 4, X, Y, num_warmup=60, num_samples=20)
     schedule_60 = kernel.schedule
     mcmc = run(kernel, 5, X, Y, num_warmup=20, num_samples=300)

@@ -29,10 +29,10 @@ def model():
 @pytest.mark.parametrize("kernel", [FlowMCMC, NeuTraHMC])
 def test_every_constraint_family_has_its_known_moments(kernel):
     pyro.set_rng_seed(0)
-    mcmc = MCMC(kernel(model, num_walkers=8), warmup_steps=400, num_samples=500, disable_progbar=True)
+    mcmc = MCMC(kernel(model, num_walkers=8), warmup_steps=300, num_samples=400, disable_progbar=True)
     mcmc.run()
     samples = {name: value.numpy() for name, value in mcmc.get_samples(group_by_chain=True).items()}
-    assert samples["probs"].shape == (8, 500, 3) and samples["corr"].shape == (8, 500, 3, 3)
+    assert samples["probs"].shape == (8, 400, 3) and samples["corr"].shape == (8, 400, 3, 3)
     np.testing.assert_allclose(samples["probs"].sum(-1), 1.0, atol=1e-5)
     assert (np.diff(samples["cuts"], axis=-1) > 0).all()
     np.testing.assert_allclose((samples["corr"] ** 2).sum(-1), 1.0, atol=1e-4)
@@ -42,7 +42,7 @@ def test_every_constraint_family_has_its_known_moments(kernel):
 def test_the_moment_check_rejects_draws_of_another_distribution():
     """The control: exact draws of the wrong Beta and Dirichlet are caught."""
     torch.manual_seed(1)
-    shape = (8, 500)
+    shape = (8, 400)  # the kernels' test: 8 chains, 400 draws
     wrong = {
         "loc": dist.Normal(1.0, 2.0).sample(shape),
         "scale": dist.Gamma(3.0, 2.0).sample(shape),

@@ -96,6 +96,7 @@ def test_model_with_a_plate_over_data():
     assert abs(mcse_z((mu - float(y.sum()) / precision) ** 2, 1 / precision)) < 3
 
 
+@pytest.mark.slow  # two statistical runs, ~1 minute: make test-slow (both alike; Many-Well-32: standard_targets.py)
 def test_independent_double_wells_keep_their_weights(monkeypatch):
     """Six double wells (Many-Well's, 12-D): every well's deep side within 4 MCSE of 0.8443. The
     whitening standardises each coordinate; the control, a rotation onto the principal components

@@ -188,7 +188,8 @@ def _flow_log_prob_where(flow: AbstractDistribution, whitening: Whitening, x: ja
     ``where`` holds about ``share`` of the points (each flagged independently
     with that probability): the inverse pass runs on a fixed number of slots,
     six standard deviations above the expected count, instead of on every
-    point; the rare draw that flags more takes the full pass. Exact either way.
+    point; the rare draw that flags more takes further rounds of the same
+    slots (one copy of the inverse in the compiled program). Exact either way.
 
     Example:
         >>> import equinox as eqx
@@ -198,7 +199,7 @@ def _flow_log_prob_where(flow: AbstractDistribution, whitening: Whitening, x: ja
         >>> x = 2.0 * jax.random.normal(jax.random.key(1), (25, 8, 3))
         >>> full = proposal_log_prob(flow, identity_whitening(3), x)
         >>> a_tenth = jax.random.uniform(jax.random.key(2), (25, 8)) < 0.1  # within the slots
-        >>> every = jnp.ones((25, 8), bool)  # more than the slots: the full pass
+        >>> every = jnp.ones((25, 8), bool)  # more than the slots: several rounds
         >>> [bool(jnp.allclose(_flow_log_prob_where(flow, identity_whitening(3), x, w, 0.1)[w], full[w],
         ...                    rtol=1e-5, atol=1e-5)) for w in (a_tenth, every)]
         [True, True]
@@ -209,13 +210,12 @@ def _flow_log_prob_where(flow: AbstractDistribution, whitening: Whitening, x: ja
     slots = math.ceil(n * share + 6.0 * math.sqrt(n * share * (1.0 - share))) + 1
     if slots >= n:
         return proposal_log_prob(flow, whitening, x)
-    index = jnp.nonzero(flat_where, size=slots, fill_value=n)[0]  # n: an empty slot
 
-    def some(_):
-        log_q = proposal_log_prob(flow, whitening, flat_x[jnp.minimum(index, n - 1)])
-        return jnp.zeros(n, log_q.dtype).at[index].set(log_q, mode="drop")
+    def round_of_slots(carry):
+        left, log_q = carry
+        index = jnp.nonzero(left, size=slots, fill_value=n)[0]  # n: an empty slot
+        some = proposal_log_prob(flow, whitening, flat_x[jnp.minimum(index, n - 1)])
+        return left.at[index].set(False, mode="drop"), log_q.at[index].set(some, mode="drop")
 
-    def every(_):
-        return proposal_log_prob(flow, whitening, flat_x)
-
-    return jax.lax.cond(flat_where.sum() <= slots, some, every, None).reshape(where.shape)
+    start = (flat_where, jnp.zeros(n, flat_x.dtype))
+    return jax.lax.while_loop(lambda carry: carry[0].any(), round_of_slots, start)[1].reshape(where.shape)
