@@ -51,8 +51,6 @@ def test_defensive_proposal_is_the_mixture():
     np.testing.assert_allclose(np.asarray(log_prob(jnp.asarray(x[:, None], jnp.float32))), exact, atol=1e-4)
 
 
-
-
 THREE_MODES = GaussianMixture(np.array([[-3.0, 0.0], [2.0, 2.0], [2.0, -3.0]]),
                               np.array([0.7, 1.0, 0.5]), np.array([0.5, 0.3, 0.2]))
 

@@ -13,7 +13,8 @@ def run_flow_mcmc(seed=0, *, initial_params=None, num_warmup=500, num_samples=50
     Eight i-SIR candidates unless the test asks for another number: the tests check that the kernel
     is a valid MCMC (moments, weights, exact identities), true for any number, within the test
     budget; the default sixteen are measured by benchmarks/flow_mcmc.py --bar and
-    benchmarks/standard_targets.py, and the conformance and constraint tests run the defaults."""
+    benchmarks/standard_targets.py, and the constraint tests, the doctests and the tutorials run the
+    defaults (test_conformance.py weighs eight too)."""
     kernel_kwargs.setdefault("num_particles", 8)
     pyro.set_rng_seed(seed)
     mcmc = MCMC(FlowMCMC(**kernel_kwargs), num_samples=num_samples, warmup_steps=num_warmup,
